@@ -1,0 +1,111 @@
+"""One typed settings object per service, read from the environment here only.
+
+Nothing else in the project reads os.environ. Standard variables keep their
+usual names (NATS_URL, NOMAD_ADDR, NOMAD_TOKEN, NOMAD_NAMESPACE, VAULT_ADDR,
+VAULT_TOKEN); Shaman's own start with SHAMAN_ (SHAMAN_HTTP_ADDR, ...).
+Units are in the names (`_s` seconds, `_mb` MiB).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+_CONFIG = SettingsConfigDict(env_prefix="SHAMAN_", extra="ignore", populate_by_name=True)
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service has."""
+
+    model_config = _CONFIG
+
+    nats_url: str = Field("nats://127.0.0.1:4222", validation_alias=_env("NATS_URL"))
+    nats_user: str | None = Field(None, validation_alias=_env("SHAMAN_NATS_USER"))
+    nats_password: SecretStr | None = Field(None, validation_alias=_env("SHAMAN_NATS_PASSWORD"))
+    # Where the service serves /healthz and /metrics (the api: everything).
+    http_addr: str = "127.0.0.1:8080"
+    log_level: str = "info"
+    log_format: Literal["json", "console"] = "json"
+    # Stream replicas: 1 on one machine, 3 in production (docs/operations.md).
+    stream_replicas: int = 1
+    # Reconnect quickly after a NATS restart (the 2 s default dominates otherwise).
+    nats_reconnect_wait_s: float = 0.25
+    instance_id: str = Field(default_factory=lambda: socket.gethostname())
+
+    @property
+    def http_host(self) -> str:
+        return self.http_addr.rsplit(":", 1)[0]
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http_addr.rsplit(":", 1)[1])
+
+
+class NomadSettings(BaseSettings):
+    model_config = _CONFIG
+
+    nomad_addr: str = Field("http://127.0.0.1:4646", validation_alias=_env("NOMAD_ADDR"))
+    nomad_token: SecretStr | None = Field(None, validation_alias=_env("NOMAD_TOKEN"))
+    nomad_namespace: str = Field("default", validation_alias=_env("NOMAD_NAMESPACE"))
+    nomad_timeout_s: float = Field(10.0, validation_alias=_env("SHAMAN_NOMAD_TIMEOUT_S"))
+
+
+class VaultSettings(BaseSettings):
+    model_config = _CONFIG
+
+    vault_addr: str = Field("http://127.0.0.1:8200", validation_alias=_env("VAULT_ADDR"))
+    vault_token: SecretStr | None = Field(None, validation_alias=_env("VAULT_TOKEN"))
+    vault_mount: str = Field("secret", validation_alias=_env("SHAMAN_VAULT_MOUNT"))
+
+
+class ApiSettings(CommonSettings, VaultSettings):
+    admin_token: SecretStr | None = None  # SHAMAN_ADMIN_TOKEN: bootstrap admin
+    registry: str = "127.0.0.1:5000"  # SHAMAN_REGISTRY
+    max_body_bytes: int = 1024 * 1024  # JSON bodies
+    max_upload_bytes: int = 200 * 1024 * 1024  # source tarballs
+    idempotency_ttl_s: float = 24 * 3600
+    rate_limit_per_s: float = 50.0  # per token
+    rate_limit_burst: int = 200
+    sse_keepalive_s: float = 15.0
+
+
+class BuilderSettings(CommonSettings, VaultSettings):
+    http_addr: str = "127.0.0.1:8081"
+    registry: str = "127.0.0.1:5000"
+    builder_storage: str = ".shaman/containers"  # SHAMAN_BUILDER_STORAGE
+    builder_concurrency: int = 1
+    build_timeout_s: float = 900.0
+    ack_wait_s: float = 30.0
+    max_deliver: int = 5
+    keep_releases: int = 10  # image retention: last N releases per app stay
+
+
+class SchedulerSettings(CommonSettings, NomadSettings, VaultSettings):
+    http_addr: str = "127.0.0.1:8082"
+    registry: str = "127.0.0.1:5000"
+    reconcile_concurrency: int = 4
+    resync_interval_s: float = 30.0
+    nomad_datacenters: str = "*"
+    # Traefik routing tags; {app} and {domain} are filled in per app.
+    traefik_rule_template: str = "Host(`{domain}`)"
+    default_domain_template: str = "{app}.localhost"
+    nomad_retry_deadline_s: float = 900.0
+    ack_wait_s: float = 30.0
+    max_deliver: int = 10
+
+
+class WatcherSettings(CommonSettings, NomadSettings):
+    http_addr: str = "127.0.0.1:8083"
+    relist_interval_s: float = 30.0
+    stream_read_timeout_s: float = 90.0
+    fail_fast_restarts: int = 2  # same task of the new version failing this often → fail now
+    crash_loop_window_s: float = 300.0  # after healthy, crash-looping within this → rollback
+    deadline_grace_s: float = 60.0  # past progress_deadline + this → platform fails it
