@@ -1,0 +1,153 @@
+"""Background tasks that are named, referenced, logged when they die, and cancelled on close.
+
+`BackgroundTasks` is the one way a service starts long-running asyncio work (a consumer
+loop, the event-stream reader, a resync timer). It keeps a strong reference to every
+task (the event loop only keeps weak ones), names it, logs an unexpected exit with the
+task's name and traceback, remembers which tasks crashed (so /healthz can fail), and on
+close cancels and awaits everything it started. `CancelledError` is never swallowed:
+closing a group while the closer itself is being cancelled re-raises.
+
+It is not a supervisor: a crashed task is not restarted here. Loops that must survive
+failures catch and back off inside themselves; a crash means a bug, surfaces in the
+log and in `healthy()`, and the process supervisor restarts the service.
+
+`spawn()` is the module-level form for short one-off work that needs no cancellation on
+shutdown; anything that must stop with the service belongs to a `BackgroundTasks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+from shared.logging import get_logger
+
+__all__ = ["BackgroundTasks", "spawn"]
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+
+def _log_exit(task: asyncio.Task[Any], *, expected_to_run_forever: bool) -> BaseException | None:
+    """Retrieve the task's outcome (so asyncio never warns it was lost) and log a crash."""
+    if task.cancelled():
+        return None
+    exc = task.exception()
+    name = task.get_name()
+    if exc is not None:
+        log.error(
+            "background task crashed",
+            task=name,
+            error=type(exc).__name__,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+    elif expected_to_run_forever:
+        log.warning("background task exited", task=name)
+    return exc
+
+
+class BackgroundTasks:
+    """A group of named background tasks owned by one component.
+
+    ```
+    async with BackgroundTasks("watcher") as tasks:
+        tasks.spawn("event-stream", read_stream())
+        ...
+    # every task is cancelled and awaited here
+    ```
+    """
+
+    def __init__(self, owner: str = "service") -> None:
+        self.owner = owner
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._forever: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self.crashed: dict[str, BaseException] = {}
+
+    def spawn(
+        self, name: str, coro: Coroutine[Any, Any, T], *, forever: bool = True
+    ) -> asyncio.Task[T]:
+        """Start `coro` as a task named `<owner>:<name>` and keep it until it ends or close().
+
+        `forever=True` (the default) means an exit without an exception is also unexpected
+        and logged as a warning; pass False for work that is supposed to finish.
+        """
+        if self._closed:
+            coro.close()  # never awaited otherwise, and Python would warn about it
+            raise RuntimeError(f"BackgroundTasks({self.owner}) is closed; cannot start {name}")
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.owner}:{name}")
+        self._tasks.add(task)
+        if forever:
+            self._forever.add(task)
+        task.add_done_callback(self._on_done)
+        return task
+
+    def _on_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        forever = task in self._forever
+        self._forever.discard(task)
+        # During close() every exit is expected; only a real exception is still worth a line.
+        exc = _log_exit(task, expected_to_run_forever=forever and not self._closed)
+        if exc is not None:
+            self.crashed[task.get_name()] = exc
+
+    def healthy(self) -> bool:
+        """False once any task of the group has died with an exception (a /healthz check)."""
+        return not self.crashed
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(t.get_name() for t in self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def close(self, timeout_s: float | None = 10.0) -> None:
+        """Cancel every running task and wait for them to finish (at most `timeout_s`)."""
+        self._closed = True
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        # asyncio.wait never raises the tasks' exceptions and never swallows our own
+        # cancellation: if close() is cancelled, CancelledError propagates from here.
+        _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            log.error("background task ignored cancellation", task=task.get_name())
+
+    async def __aenter__(self) -> BackgroundTasks:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+# Strong references for spawn(): the loop keeps only weak ones, so an unreferenced task
+# can be garbage-collected mid-flight (asyncio docs, "Important" note on create_task).
+_detached: set[asyncio.Task[Any]] = set()
+
+
+def _on_detached_done(task: asyncio.Task[Any]) -> None:
+    _detached.discard(task)
+    _log_exit(task, expected_to_run_forever=False)
+
+
+def spawn(name: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Start a named one-off task that is referenced until it ends and logged if it fails.
+
+    For short work that may outlive its caller (a best-effort notification). It is not
+    cancelled on shutdown: use `BackgroundTasks` for anything that must be.
+    """
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    _detached.add(task)
+    task.add_done_callback(_on_detached_done)
+    return task
