@@ -106,7 +106,9 @@ class Reconcile(msgspec.Struct, frozen=True, kw_only=True, tag="reconcile"):
     reason: str
 
 
-ReleaseCommand = DeployImage | ChangeConfig | ChangeSecrets | ChangeProcess | Rollback | Scale | Reconcile
+ReleaseCommand = (
+    DeployImage | ChangeConfig | ChangeSecrets | ChangeProcess | Rollback | Scale | Reconcile
+)
 
 build_decoder: msgspec.json.Decoder[BuildRequested] = msgspec.json.Decoder(BuildRequested)
 release_decoder: msgspec.json.Decoder[ReleaseCommand] = msgspec.json.Decoder(ReleaseCommand)
