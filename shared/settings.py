@@ -86,6 +86,18 @@ class BuilderSettings(CommonSettings, VaultSettings):
     ack_wait_s: float = 30.0
     max_deliver: int = 5
     keep_releases: int = 10  # image retention: last N releases per app stay
+    retention_interval_s: float = 3600.0  # how often the image clean-up runs (0: never)
+    # Vault KV v2 path (under vault_mount) of the builder's own credentials:
+    # <path>/git/<host> and <path>/registry/<host>, each {"username", "password"}.
+    builder_vault_path: str = "shaman/builder"
+    # Registries reached over plain HTTP without TLS checks besides loopback ones
+    # (comma-separated host:port list).
+    insecure_registries: str = ""
+    allow_file_git_urls: bool = True  # file:// git sources (local repos; tests, devstack)
+    log_flush_interval_s: float = 0.1  # build.log events: flush at least this often
+    log_flush_lines: int = 50  # ... or when this many lines are waiting
+    max_log_bytes: int = 8 * 1024 * 1024  # the stored build log is cut beyond this
+    deploy_check_interval_s: float = 0.5  # how often a running build checks for supersede
 
 
 class SchedulerSettings(CommonSettings, NomadSettings, VaultSettings):
