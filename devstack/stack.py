@@ -1,0 +1,485 @@
+"""The dev stack supervisor: which components, on which ports, started in which order.
+
+`StackConfig` says where the stack lives (`$SHAMAN_HOME`, else `.shaman/` in the checkout),
+its ports, which components it runs and how (localnomad's runtime, OpenBao persistent or dev).
+`Stack` starts them in dependency order and waits until each is healthy: nats-server,
+OpenBao and the registry together, then localnomad (it needs OpenBao's token), the seed
+image, then the four services together. A component that is already running is left alone,
+so `up` is idempotent; `down` stops everything it finds through the pid files.
+
+`shaman dev` (devstack/cli.py), `make run` and the test fixtures (tests/conftest.py) all go
+through this module, so the stack the tests exercise is the stack developers run.
+
+Not here: restarting crashed processes (`up` again does that), anything remote, production
+deployment (compose.yaml describes that shape).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from devstack.components.base import (
+    Component,
+    ComponentError,
+    ComponentStatus,
+    http_request,
+    port_is_free,
+)
+from devstack.components.localnomad import LocalNomad
+from devstack.components.nats import NatsServer
+from devstack.components.openbao import OpenBao, OpenBaoDev, write_private
+from devstack.components.registry import Registry
+from devstack.components.service import SERVICES, ShamanService
+from devstack.podman import ContainerStorage
+from devstack.ports import free_port
+
+INFRA = ("nats", "openbao", "registry", "localnomad")
+ALL_COMPONENTS = (*INFRA, *SERVICES)
+
+DEFAULT_PORTS: dict[str, int] = {
+    "nats": 4222,
+    "nats_monitor": 8222,
+    "openbao": 8200,
+    "openbao_cluster": 8201,
+    "registry": 5000,
+    "localnomad": 4646,
+    "api": 8080,
+    "builder": 8081,
+    "scheduler": 8082,
+    "watcher": 8083,
+}
+
+CONFIG_FILE = "stack.json"
+
+#: What each step cannot work without; a failed dependency skips the step with that reason.
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "localnomad": ("openbao",),
+    "seed": ("registry",),
+    "api": ("nats", "openbao"),
+    "builder": ("nats", "registry", "seed"),
+    "scheduler": ("nats", "openbao", "localnomad"),
+    "watcher": ("nats", "localnomad"),
+}
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """`$SHAMAN_HOME`, else `.shaman/` at the root of this checkout, else in the cwd."""
+    environ = os.environ if environ is None else environ
+    if environ.get("SHAMAN_HOME"):
+        return Path(environ["SHAMAN_HOME"]).expanduser().resolve()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").exists():
+        return checkout / ".shaman"
+    return Path.cwd() / ".shaman"
+
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too (OpenBao's dev mode takes port + 1)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535 and _bindable(port + 1):
+            return port
+    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
+    return port_is_free("127.0.0.1", port)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything that decides what `up` starts and where; persisted in HOME/stack.json."""
+
+    home: Path
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    host: str = "127.0.0.1"
+    #: Which of ALL_COMPONENTS to run; tests leave out the services they do not need.
+    components: tuple[str, ...] = ALL_COMPONENTS
+    #: localnomad's runtime: "podman" runs real containers, "simulated" pretends.
+    runtime: str = "podman"
+    #: "persistent" (raft on disk, init + unseal) for `dev up`; "dev" (in memory) for tests.
+    openbao_mode: str = "persistent"
+    #: A real Nomad to use instead of localnomad (from NOMAD_ADDR at `up` time).
+    external_nomad_addr: str | None = None
+    nomad_token: str = ""
+    nomad_namespace: str = "default"
+    #: Build and push the busybox base image into the registry during `up`.
+    seed_images: bool = True
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls, home: Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> StackConfig:
+        """The stack's saved config (what the last `up` used), else the defaults.
+
+        NOMAD_ADDR / NOMAD_TOKEN / NOMAD_NAMESPACE from the environment are applied on top:
+        a NOMAD_ADDR that is not our own localnomad's address names a real Nomad.
+        """
+        environ = os.environ if environ is None else environ
+        home = home or default_home(environ)
+        config = cls(home=home)
+        saved = home / CONFIG_FILE
+        if saved.exists():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                data = json.loads(saved.read_text())
+                config = replace(
+                    config,
+                    ports={**DEFAULT_PORTS, **{k: int(v) for k, v in data["ports"].items()}},
+                    components=tuple(data.get("components", ALL_COMPONENTS)),
+                    runtime=str(data.get("runtime", "podman")),
+                    openbao_mode=str(data.get("openbao_mode", "persistent")),
+                    external_nomad_addr=data.get("external_nomad_addr"),
+                    nomad_namespace=str(data.get("nomad_namespace", "default")),
+                    seed_images=bool(data.get("seed_images", True)),
+                )
+        return config.with_nomad_from(environ)
+
+    def with_nomad_from(self, environ: Mapping[str, str]) -> StackConfig:
+        addr = environ.get("NOMAD_ADDR", "").rstrip("/")
+        own = f"http://{self.host}:{self.ports['localnomad']}"
+        external = addr if addr and addr != own else None
+        if "NOMAD_ADDR" not in environ:
+            # Unset now: keep what the running stack was started with, so `down`/`env` in a
+            # fresh shell still describe it.
+            external = self.external_nomad_addr
+        return replace(
+            self,
+            external_nomad_addr=external,
+            nomad_token=environ.get("NOMAD_TOKEN", self.nomad_token),
+            nomad_namespace=environ.get("NOMAD_NAMESPACE", self.nomad_namespace),
+        )
+
+    @classmethod
+    def for_tests(
+        cls,
+        home: Path,
+        components: Iterable[str] = ALL_COMPONENTS,
+        runtime: str = "simulated",
+        openbao_mode: str = "dev",
+        seed_images: bool = False,
+    ) -> StackConfig:
+        """Free ports everywhere, so tests never meet a stack `make run` left running."""
+        ports = {name: free_port() for name in DEFAULT_PORTS}
+        if openbao_mode == "dev":
+            ports["openbao"] = free_port_pair()
+            ports["openbao_cluster"] = ports["openbao"] + 1
+        return cls(
+            home=home, ports=ports, components=tuple(components), runtime=runtime,
+            openbao_mode=openbao_mode, seed_images=seed_images,
+        )
+
+    def save(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        data = {
+            "ports": dict(self.ports),
+            "components": list(self.components),
+            "runtime": self.runtime,
+            "openbao_mode": self.openbao_mode,
+            "external_nomad_addr": self.external_nomad_addr,
+            "nomad_namespace": self.nomad_namespace,
+            "seed_images": self.seed_images,
+        }
+        (self.home / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.ports['nats']}"
+
+    @property
+    def vault_addr(self) -> str:
+        return f"http://{self.host}:{self.ports['openbao']}"
+
+    @property
+    def registry(self) -> str:
+        """host:port, as in image references and SHAMAN_REGISTRY."""
+        return f"{self.host}:{self.ports['registry']}"
+
+    @property
+    def nomad_addr(self) -> str:
+        return self.external_nomad_addr or f"http://{self.host}:{self.ports['localnomad']}"
+
+    @property
+    def runs_localnomad(self) -> bool:
+        return "localnomad" in self.components and self.external_nomad_addr is None
+
+    def http_addr(self, service: str) -> str:
+        return f"{self.host}:{self.ports[service]}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.http_addr('api')}"
+
+    @property
+    def storage(self) -> ContainerStorage:
+        """Podman/buildah storage shared by localnomad, the builder and `dev` builds."""
+        return ContainerStorage(self.home / "containers")
+
+    # -- secrets the stack generates -----------------------------------------------------------
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.home / "admin-token"
+
+    def admin_token(self) -> str:
+        """The api's bootstrap admin token: generated once, kept 0600 in HOME/admin-token."""
+        return _token_file(self.admin_token_path)
+
+    def vault_token(self) -> str:
+        """The token services use for OpenBao: its root token (local development only)."""
+        if "openbao" not in self.components:
+            return ""
+        if self.openbao_mode == "dev":
+            return _token_file(self.home / "openbao-dev-token")
+        return OpenBao(self.home, self.ports["openbao"], self.ports["openbao_cluster"]).root_token
+
+
+def _token_file(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if not token:
+        token = secrets.token_urlsafe(32)
+        write_private(path, token + "\n")
+    return token
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What `up` did with one component (or the seed step)."""
+
+    name: str
+    #: started, already running, pushed, already present, external, failed or skipped
+    outcome: str
+    seconds: float
+    error: str = ""
+    log_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome not in ("failed", "skipped")
+
+
+@dataclass
+class UpResult:
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for step in self.steps)
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [step for step in self.steps if not step.ok]
+
+
+class StackError(RuntimeError):
+    """`up` left something unhealthy; the message lists each failure and its log."""
+
+    def __init__(self, result: UpResult) -> None:
+        self.result = result
+        lines = [f"{step.name}: {step.error}" for step in result.failed]
+        super().__init__("the stack is not healthy:\n" + "\n".join(lines))
+
+
+class Stack:
+    """Starts, inspects and stops the components of one StackConfig."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        # Components are kept so that the process handles of what this object started (the
+        # tests' case) are used again by `down`, which can then reap them.
+        self._components: dict[str, Component] = {}
+
+    # -- components ---------------------------------------------------------------------------
+
+    def component(self, name: str) -> Component:
+        if name not in self._components:
+            self._components[name] = self._make(name)
+        return self._components[name]
+
+    def _component_to_launch(self, name: str) -> Component:
+        """Like component(), but rebuilt when not running: its launch settings (OpenBao's
+        root token, known only once OpenBao is initialised) may have changed since."""
+        component = self.component(name)
+        if isinstance(component, ShamanService | LocalNomad) and not component.is_running():
+            component = self._components[name] = self._make(name)
+        return component
+
+    def _make(self, name: str) -> Component:
+        c, home, ports = self.config, self.config.home, self.config.ports
+        if name == "nats":
+            return NatsServer(home, ports["nats"], ports["nats_monitor"], host=c.host)
+        if name == "openbao":
+            if c.openbao_mode == "dev":
+                return OpenBaoDev(home, ports["openbao"], root_token=c.vault_token(), host=c.host)
+            return OpenBao(home, ports["openbao"], ports["openbao_cluster"], host=c.host)
+        if name == "registry":
+            return Registry(home, ports["registry"], host=c.host)
+        if name == "localnomad":
+            return LocalNomad(
+                home, ports["localnomad"], runtime=c.runtime, storage=c.storage,
+                vault_addr=c.vault_addr if "openbao" in c.components else None,
+                vault_token=c.vault_token() or None, host=c.host,
+            )
+        if name in SERVICES:
+            from devstack.service_env import service_env
+
+            return ShamanService(name, home, service_env(c, name))
+        raise KeyError(f"unknown component {name!r}")
+
+    def names(self) -> list[str]:
+        """The configured components in start order (localnomad dropped for a real Nomad)."""
+        return [
+            name for name in ALL_COMPONENTS
+            if name in self.config.components
+            and (name != "localnomad" or self.config.runs_localnomad)
+        ]
+
+    # -- up -----------------------------------------------------------------------------------
+
+    def up(self, on_step: Callable[[StepResult], None] | None = None) -> UpResult:
+        """Start what is not running, wait until everything is healthy, report each step.
+
+        A step whose dependency failed (DEPENDS_ON) is skipped with that reason; the others
+        still start, so one broken piece does not hide the state of the rest. Never raises ComponentError:
+        failures are in the result (`result.ok`, `result.failed`).
+        """
+        self.config.home.mkdir(parents=True, exist_ok=True)
+        self.config.save()
+        result = UpResult()
+
+        def record(step: StepResult) -> None:
+            result.steps.append(step)
+            if on_step is not None:
+                on_step(step)
+
+        names = self.names()
+        phases: list[list[str]] = [
+            [n for n in ("nats", "openbao", "registry") if n in names],
+            [n for n in ("localnomad",) if n in names],
+            ["seed"] if self.config.seed_images and "registry" in names else [],
+            [n for n in SERVICES if n in names],
+        ]
+        if "localnomad" in self.config.components and not self.config.runs_localnomad:
+            record(StepResult("localnomad", "external", 0.0, self.config.nomad_addr))
+        for phase in phases:
+            runnable = []
+            for name in phase:
+                broken = [
+                    dep for dep in DEPENDS_ON.get(name, ())
+                    if any(step.name == dep and not step.ok for step in result.steps)
+                ]
+                if broken:
+                    record(StepResult(name, "skipped", 0.0, f"needs {', '.join(broken)}"))
+                else:
+                    runnable.append(name)
+            if runnable == ["seed"]:
+                record(self._seed())
+                continue
+            if "builder" in runnable:
+                # The builder only gets the path; the directories and containers.conf must exist.
+                self.config.storage.prepare()
+            for step in self._start_together(runnable):
+                record(step)
+        return result
+
+    def _start_together(self, names: list[str]) -> list[StepResult]:
+        """Launch every component of a phase, then wait for each (they are independent)."""
+        started_at = time.monotonic()
+        launched: dict[str, str] = {}
+        failures: dict[str, StepResult] = {}
+        components = {name: self._component_to_launch(name) for name in names}
+        for name, component in components.items():
+            try:
+                launched[name] = component.launch()
+            except ComponentError as error:
+                failures[name] = StepResult(
+                    name, "failed", time.monotonic() - started_at, error.problem, error.log_path
+                )
+        steps: list[StepResult] = []
+        for name in names:
+            if name in failures:
+                steps.append(failures[name])
+                continue
+            component = components[name]
+            try:
+                component.wait_healthy()
+            except ComponentError as error:
+                steps.append(StepResult(
+                    name, "failed", time.monotonic() - started_at, error.problem, error.log_path
+                ))
+                continue
+            steps.append(StepResult(
+                name, launched[name], time.monotonic() - started_at, "", component.log_path
+            ))
+        return steps
+
+    def _seed(self) -> StepResult:
+        from devstack.images import ImageError
+        from devstack.seed import ensure_busybox
+
+        log_path = self.config.home / "logs" / "seed.log"
+        started_at = time.monotonic()
+        try:
+            outcome = ensure_busybox(self.config.registry, self.config.storage, log_path)
+        except ImageError as error:
+            return StepResult("seed", "failed", time.monotonic() - started_at, str(error), log_path)
+        return StepResult("seed", outcome, time.monotonic() - started_at, "", log_path)
+
+    def up_or_raise(self) -> UpResult:
+        result = self.up()
+        if not result.ok:
+            raise StackError(result)
+        return result
+
+    # -- status and down ------------------------------------------------------------------------
+
+    def status(self) -> list[ComponentStatus]:
+        rows = []
+        for name in self.names():
+            rows.append(self.component(name).status())
+        if "localnomad" in self.config.components and not self.config.runs_localnomad:
+            rows.insert(
+                min(3, len(rows)),
+                ComponentStatus(
+                    "localnomad", None, 0, _nomad_answers(self.config.nomad_addr),
+                    self.config.home / "logs" / "localnomad.log", "external",
+                    self.config.nomad_addr,
+                ),
+            )
+        return rows
+
+    def down(self, timeout_s: float | None = None) -> list[tuple[str, bool]]:
+        """Stop every component, services first; return (name, was running) in stop order.
+
+        Goes through all of ALL_COMPONENTS, not only the configured ones, so a component left
+        over from an earlier config is stopped too.
+        """
+        stopped = []
+        errors = []
+        for name in reversed(ALL_COMPONENTS):
+            component = self.component(name)
+            try:
+                stopped.append((name, component.stop(timeout_s)))
+            except ComponentError as error:
+                errors.append(str(error))
+        if errors:
+            raise RuntimeError("; ".join(errors))
+        return stopped
+
+
+def _nomad_answers(addr: str) -> bool:
+    response = http_request(addr.rstrip("/") + "/v1/status/leader")
+    return response is not None and response.status == 200
