@@ -12,6 +12,7 @@ This package defines shapes and encoding only; publishing is shared.bus's job.
 
 from shared.events.base import Event, event_type, now
 from shared.events.build import BuildFailed, BuildLog, BuildStarted, BuildSucceeded
+from shared.events.codec import TimelineEvent, decode_event, encode_event
 from shared.events.deploy import (
     DeployAccepted,
     DeployCancelled,
@@ -32,7 +33,6 @@ from shared.events.rollout import (
     RolloutProgress,
     RolloutSubmitted,
 )
-from shared.events.codec import TimelineEvent, decode_event, encode_event
 
 __all__ = [
     "AllocationFailure",
