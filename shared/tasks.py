@@ -13,6 +13,9 @@ log and in `healthy()`, and the process supervisor restarts the service.
 
 `spawn()` is the module-level form for short one-off work that needs no cancellation on
 shutdown; anything that must stop with the service belongs to a `BackgroundTasks`.
+
+`capped_backoff()` / `backoff_delay()` are the one backoff curve (capped exponential with
+jitter, computed by tenacity) for loops that retry by themselves: reconnects, nak delays.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+from tenacity import RetryCallState, wait_exponential_jitter
 
 from shared.logging import get_logger
 
-__all__ = ["BackgroundTasks", "spawn"]
+__all__ = ["BackgroundTasks", "backoff_delay", "capped_backoff", "spawn"]
 
 log = get_logger(__name__)
 
@@ -151,3 +156,26 @@ def spawn(name: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     _detached.add(task)
     task.add_done_callback(_on_detached_done)
     return task
+
+
+def capped_backoff(
+    initial_s: float = 0.5, max_s: float = 30.0, jitter_s: float = 1.0
+) -> wait_exponential_jitter:
+    """tenacity wait strategy: `min(initial_s * 2**(n-1) + uniform(0, jitter_s), max_s)`."""
+    try:
+        return wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=jitter_s)
+    except TypeError:  # tenacity < 9.1 calls the multiplier `initial`
+        return wait_exponential_jitter(initial=initial_s, max=max_s, jitter=jitter_s)
+
+
+def backoff_delay(
+    attempt: int, initial_s: float = 0.5, max_s: float = 30.0, jitter_s: float = 1.0
+) -> float:
+    """Seconds to wait before retry number `attempt` (1-based) of a hand-written loop.
+
+    For loops tenacity cannot wrap, such as a long-lived stream whose failure count
+    resets after each successful connection.
+    """
+    state = RetryCallState(retry_object=cast(Any, None), fn=None, args=(), kwargs={})
+    state.attempt_number = max(1, attempt)
+    return float(capped_backoff(initial_s, max_s, jitter_s)(state))
