@@ -112,6 +112,22 @@ class SchedulerSettings(CommonSettings, NomadSettings, VaultSettings):
     nomad_retry_deadline_s: float = 900.0
     ack_wait_s: float = 30.0
     max_deliver: int = 10
+    # Release commands handled at once (different apps; one app is always serialized).
+    command_concurrency: int = 16
+    # How long a command handler waits for the first reconcile pass of its app before it
+    # acks anyway (the work queue, the resync and the re-drive sweep carry on from there).
+    command_reconcile_wait_s: float = 20.0
+    # Vault JWT role rendered into each task's `vault` block (workload identity).
+    vault_role: str = "shaman-app"
+    # Work-queue retry curve after a failed reconcile pass (capped, with jitter).
+    requeue_initial_s: float = 0.2
+    requeue_max_s: float = 30.0
+    # Re-drive sweep: deploys stuck before submission are enqueued again.
+    redrive_interval_s: float = 60.0
+    stuck_deploy_after_s: float = 600.0  # pending/building this long without change: reported
+    # Before a rollback, check that the target's image is still in its registry.
+    check_rollback_image: bool = True
+    registry_timeout_s: float = 5.0
 
 
 class WatcherSettings(CommonSettings, NomadSettings):
