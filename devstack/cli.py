@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from devstack.stack import ALL_COMPONENTS, DEFAULT_PORTS, SERVICES, Stack, StackConfig, StepResult
+from devstack.stack import DEFAULT_PORTS, SERVICES, Stack, StackConfig, StepResult
 
 dev_app = typer.Typer(
     help="Run the whole stack on this machine (state under $SHAMAN_HOME or .shaman/).",
@@ -61,7 +61,9 @@ def up(
     runtime: Runtime = typer.Option(
         None, help="localnomad's runtime (default: what the last `up` used, else podman)."
     ),
-    services: bool = typer.Option(True, help="Start the four Shaman services too."),
+    services: bool = typer.Option(
+        None, help="Start the four Shaman services too (default: yes, or what `up` last used)."
+    ),
     port: list[str] = typer.Option(
         [], "--port", help="Override a port, NAME=PORT (e.g. api=9080); remembered."
     ),
@@ -73,8 +75,9 @@ def up(
         changes["runtime"] = runtime.value
     if port:
         changes["ports"] = {**config.ports, **_parse_ports(port)}
-    wanted = ALL_COMPONENTS if services else tuple(c for c in ALL_COMPONENTS if c not in SERVICES)
-    changes["components"] = wanted
+    if services is not None:
+        infra = tuple(c for c in config.components if c not in SERVICES)
+        changes["components"] = (*infra, *SERVICES) if services else infra
     config = replace(config, **changes)  # type: ignore[arg-type]
 
     console.print(f"Starting the Shaman dev stack in {config.home}")
@@ -89,7 +92,7 @@ def up(
         console.print(f"Stop everything: {STOP_HINT}")
         raise typer.Exit(1)
     console.print("\n[bold]The Shaman dev stack is up.[/bold]")
-    if services:
+    if "api" in config.components:
         console.print(f"  API:       {config.api_url}")
     console.print(f"  Nomad:     {config.nomad_addr}")
     console.print(f"  Registry:  {config.registry}")
