@@ -48,6 +48,8 @@ _SECRET_WORDS = re.compile(
 # Fields that describe secrets without holding them stay readable: names, counts,
 # versions and Vault paths are what operators need to debug.
 _SAFE_SUFFIXES = ("_names", "_keys", "_count", "_version", "_versions", "_path", "_paths", "_ttl_s")
+# ...but key material named `*_keys` is still key material.
+_KEY_MATERIAL = re.compile(r"(^|_)(unseal|private|api|ssh|signing|encryption|recovery)_keys?$")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _BEARER = re.compile(r"^\s*(bearer|basic|token)\s+\S+", re.IGNORECASE)
 # Keys the pipeline itself owns; never redacted.
@@ -61,6 +63,8 @@ def _normalise(key: str) -> str:
 def is_secret_key(key: str) -> bool:
     """True when a field named `key` may hold a credential and must not be logged."""
     norm = _normalise(key)
+    if _KEY_MATERIAL.search(norm):
+        return True
     if norm.endswith(_SAFE_SUFFIXES):
         return False
     return bool(_SECRET_WORDS.search(norm))
