@@ -1,0 +1,162 @@
+"""buildah command lines for this builder, and reading its output for the failing step.
+
+`BuildahStorage` is the builder's own containers storage: `--root/--runroot/--storage-driver`
+and a containers.conf without default ulimits (these VMs cannot raise limits; see the
+handbook's environment.md). It mirrors devstack's ContainerStorage because services may not
+import devstack. Every build runs with `--isolation chroot` (no daemon, no runtime needed),
+`--layers` (cache reused across builds of an app) and `--timestamp 0` (same input, same
+image digest: a redelivered build pushes the same thing under the same name).
+
+`StepTracker` follows buildah's `STEP n/m: INSTRUCTION` lines so a failure names its step.
+This module builds argv lists and parses text; it runs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+CONTAINERS_CONF = "[containers]\ndefault_ulimits = []\n"
+
+
+@dataclass(frozen=True)
+class BuildahStorage:
+    base: Path
+    driver: str = "overlay"
+
+    @property
+    def root(self) -> Path:
+        return self.base / "root"
+
+    @property
+    def runroot(self) -> Path:
+        return self.base / "run"
+
+    @property
+    def conf_file(self) -> Path:
+        return self.base / "containers.conf"
+
+    def prepare(self) -> BuildahStorage:
+        """Create the directories and containers.conf; safe to call again."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.runroot.mkdir(parents=True, exist_ok=True)
+        if not self.conf_file.exists() or self.conf_file.read_text() != CONTAINERS_CONF:
+            tmp = self.conf_file.with_suffix(".tmp")
+            tmp.write_text(CONTAINERS_CONF)
+            tmp.replace(self.conf_file)
+        return self
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        # The builder's own environment minus credentials it must not pass on.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "NOMAD_"))}
+        env["CONTAINERS_CONF"] = str(self.conf_file)
+        env["BUILDAH_ISOLATION"] = "chroot"
+        env.update(extra or {})
+        return env
+
+    def command(self, *args: str) -> list[str]:
+        return [
+            "buildah", "--root", str(self.root), "--runroot", str(self.runroot),
+            "--storage-driver", self.driver, *args,
+        ]
+
+
+def build_command(
+    storage: BuildahStorage,
+    *,
+    context: Path,
+    containerfile: Path,
+    tag: str,
+    build_args: Mapping[str, str],
+    tls_verify: bool,
+    authfile: Path | None = None,
+) -> list[str]:
+    args = [
+        "bud", "--isolation", "chroot", "--layers", "--timestamp", "0",
+        f"--tls-verify={'true' if tls_verify else 'false'}",
+        "-f", str(containerfile), "-t", tag,
+    ]
+    if authfile is not None:
+        args += ["--authfile", str(authfile)]
+    for key, value in build_args.items():
+        args += ["--build-arg", f"{key}={value}"]
+    args.append(str(context))
+    return storage.command(*args)
+
+
+def push_command(
+    storage: BuildahStorage,
+    *,
+    tag: str,
+    digestfile: Path,
+    tls_verify: bool,
+    authfile: Path | None = None,
+) -> list[str]:
+    args = ["push", f"--tls-verify={'true' if tls_verify else 'false'}",
+            "--digestfile", str(digestfile)]
+    if authfile is not None:
+        args += ["--authfile", str(authfile)]
+    args += [tag, f"docker://{tag}"]
+    return storage.command(*args)
+
+
+_STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
+_FAILED_AT = re.compile(r'building at STEP "(.*)": (.*)$')
+
+
+class StepTracker:
+    """Remembers the step buildah is at and, after a failure, which one failed."""
+
+    def __init__(self) -> None:
+        self.number: int | None = None
+        self.total: int | None = None
+        self.instruction: str | None = None
+        self.error: str | None = None
+
+    def observe(self, line: str) -> None:
+        match = _STEP.match(line.strip())
+        if match:
+            self.number, self.total = int(match.group(1)), int(match.group(2))
+            self.instruction = match.group(3)
+            return
+        failed = _FAILED_AT.search(line)
+        if failed:
+            # buildah names the failing instruction itself; it wins over our guess.
+            self.instruction = failed.group(1)
+            self.error = failed.group(2)
+
+    @property
+    def step(self) -> str | None:
+        """e.g. `RUN make` (for BuildFailed.step)."""
+        return self.instruction
+
+    def describe(self) -> str | None:
+        """e.g. `STEP 3/4: RUN make` for people."""
+        if self.instruction is None:
+            return None
+        if self.number is not None:
+            return f"STEP {self.number}/{self.total}: {self.instruction}"
+        return self.instruction
+
+
+def find_containerfile(context: Path, configured: str) -> Path | None:
+    """The app's configured Containerfile, or a Containerfile/Dockerfile beside it.
+
+    The path must stay inside the context (an app setting must not read the builder's disk).
+    """
+    root = context.resolve()
+    wanted = (root / configured).resolve()
+    if not wanted.is_relative_to(root):
+        return None
+    candidates = [wanted]
+    for name in ("Containerfile", "Dockerfile"):
+        candidate = (wanted.parent / name).resolve()
+        if candidate not in candidates:
+            candidates.append(candidate)
+    for candidate in candidates:
+        if candidate.is_relative_to(root) and candidate.is_file():
+            return candidate
+    return None
