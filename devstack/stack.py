@@ -4,8 +4,9 @@
 its ports, which components it runs and how (localnomad's runtime, OpenBao persistent or dev).
 `Stack` starts them in dependency order and waits until each is healthy: nats-server,
 OpenBao and the registry together, then localnomad (it needs OpenBao's token), the seed
-image, then the four services together. A component that is already running is left alone,
-so `up` is idempotent; `down` stops everything it finds through the pid files.
+image, then the four services together (within a phase each waits in its own thread).
+A component that is already running is left alone, so `up` is idempotent; `down` stops
+everything it finds through the pid files.
 
 `shaman dev` (devstack/cli.py), `make run` and the test fixtures (tests/conftest.py) all go
 through this module, so the stack the tests exercise is the stack developers run.
@@ -22,6 +23,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -353,8 +355,8 @@ class Stack:
         """Start what is not running, wait until everything is healthy, report each step.
 
         A step whose dependency failed (DEPENDS_ON) is skipped with that reason; the others
-        still start, so one broken piece does not hide the state of the rest. Never raises ComponentError:
-        failures are in the result (`result.ok`, `result.failed`).
+        still start, so one broken piece does not hide the state of the rest. Never raises
+        ComponentError: failures are in the result (`result.ok`, `result.failed`).
         """
         self.config.home.mkdir(parents=True, exist_ok=True)
         self.config.save()
@@ -396,35 +398,31 @@ class Stack:
         return result
 
     def _start_together(self, names: list[str]) -> list[StepResult]:
-        """Launch every component of a phase, then wait for each (they are independent)."""
+        """Launch every component of a phase, then wait for all of them at once.
+
+        They are independent, so each waits in its own thread: the slowest one (OpenBao's
+        first initialisation) sets the phase's time, and each step reports its own.
+        """
         started_at = time.monotonic()
-        launched: dict[str, str] = {}
-        failures: dict[str, StepResult] = {}
         components = {name: self._component_to_launch(name) for name in names}
-        for name, component in components.items():
-            try:
-                launched[name] = component.launch()
-            except ComponentError as error:
-                failures[name] = StepResult(
-                    name, "failed", time.monotonic() - started_at, error.problem, error.log_path
-                )
-        steps: list[StepResult] = []
-        for name in names:
-            if name in failures:
-                steps.append(failures[name])
-                continue
+
+        def start(name: str) -> StepResult:
             component = components[name]
             try:
+                outcome = component.launch()
                 component.wait_healthy()
             except ComponentError as error:
-                steps.append(StepResult(
+                return StepResult(
                     name, "failed", time.monotonic() - started_at, error.problem, error.log_path
-                ))
-                continue
-            steps.append(StepResult(
-                name, launched[name], time.monotonic() - started_at, "", component.log_path
-            ))
-        return steps
+                )
+            return StepResult(
+                name, outcome, time.monotonic() - started_at, "", component.log_path
+            )
+
+        if len(names) <= 1:
+            return [start(name) for name in names]
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="devstack") as pool:
+            return list(pool.map(start, names))
 
     def _seed(self) -> StepResult:
         from devstack.images import ImageError
