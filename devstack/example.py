@@ -49,6 +49,7 @@ class Target:
     token: str
     registry: str
     nomad_addr: str
+    nomad_token: str
     config: StackConfig
 
 
@@ -59,6 +60,7 @@ def target_from_env() -> Target:
         token=os.environ.get("SHAMAN_TOKEN") or config.admin_token(),
         registry=os.environ.get("SHAMAN_REGISTRY", config.registry),
         nomad_addr=os.environ.get("NOMAD_ADDR", config.nomad_addr).rstrip("/"),
+        nomad_token=os.environ.get("NOMAD_TOKEN", config.nomad_token),
         config=config,
     )
 
@@ -142,7 +144,8 @@ def app_url(target: Target, timeout_s: float = 60.0) -> str:
     deadline = time.monotonic() + timeout_s
     url = ""
     while True:
-        response = http_request(f"{target.nomad_addr}/v1/service/{APP}")
+        headers = {"X-Nomad-Token": target.nomad_token} if target.nomad_token else {}
+        response = http_request(f"{target.nomad_addr}/v1/service/{APP}", headers=headers)
         if response is not None and response.status == 200:
             registrations = response.json() or []
             if registrations:

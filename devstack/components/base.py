@@ -150,6 +150,7 @@ class Component(ABC):
         self._proc: subprocess.Popen[bytes] | None = None
         #: What converge() last found missing; named in the timeout message.
         self.waiting_for = ""
+        self._adopted = False  # launch() found our process already running
 
     # -- what subclasses say -------------------------------------------------------------
 
@@ -244,7 +245,9 @@ class Component(ABC):
         needs unsealing) only needs waiting for.
         """
         if self.is_running():
+            self._adopted = True
             return "already running"
+        self._adopted = False
         try:
             self.preflight()
             for port in (self.port, *self.extra_ports()):
@@ -311,6 +314,10 @@ class Component(ABC):
             if time.monotonic() >= deadline:
                 waited = timeout_s or self.start_timeout_s
                 why = f" (waiting for {self.waiting_for})" if self.waiting_for else ""
+                if self._adopted:
+                    # `up` never restarts a running process; say how to get a fresh one.
+                    why += f"; it was already running as pid {self.pid()}: `shaman dev down` "
+                    why += "and `up` again restart it"
                 raise self.error(f"not healthy after {waited:.0f}s{why}", with_tail=True)
             # Polling a local process: a short, growing interval keeps a fast start fast
             # without spinning on a slow one.
