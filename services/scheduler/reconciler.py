@@ -1,0 +1,233 @@
+"""The operator: make one app's Nomad job match the app's current release.
+
+`Reconciler.reconcile(app) -> Result` is level-triggered. Each pass reads the desired
+state (the app record and its current release) and the actual state (the Nomad job)
+fresh, and never asks what woke it: a command, the periodic resync, the re-drive
+sweep, a retry. It renders the job deterministically, plans it, and registers it only
+when the plan shows a diff (or the job is stopped or missing), with `EnforceIndex` =
+the plan's `JobModifyIndex`, so two writers can never both register over one another
+and a resubmission after a crash registers nothing. The outcome is logged as
+`unchanged | created | updated`.
+
+For the app's active deploy it then records `job_modify_index` / `job_version` (once;
+the deploy record's CAS decides) and publishes `rollout.submitted` (deduplicated by
+msg id). A job changed or stopped outside Shaman is put back and reported as
+`drift.detected`. An app marked destroyed has its job purged.
+
+Failures: a Nomad or NATS hiccup (TemporaryError) propagates, and the work queue
+retries the pass with capped backoff; past `nomad_retry_deadline_s` since the deploy
+was accepted, a deploy still waiting to be submitted ends `failed` with the reason.
+A job Nomad rejects (PermanentError) fails the waiting deploy; it is tried again on
+the next resync. A lost CAS (ConflictError) propagates and the pass is retried on
+fresh reads.
+
+Not here: creating releases (release_commands.py), deciding rollouts' outcomes (the
+watcher).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from services.scheduler import metrics
+from services.scheduler.drift import drift_reason
+from services.scheduler.renderer import META_APP, JobRenderer, RenderError
+from services.scheduler.store import Stores, fail_deploy
+from services.scheduler.workqueue import Result
+from shared.bus import Bus
+from shared.errors import PermanentError, TemporaryError
+from shared.events import DriftDetected, RolloutSubmitted, now
+from shared.logging import get_logger
+from shared.nomad import NomadClient
+from shared.records import AppRecord, DeployRecord, ReleaseRecord, release_key
+
+log = get_logger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        bus: Bus,
+        stores: Stores,
+        nomad: NomadClient,
+        renderer: JobRenderer,
+        *,
+        nomad_retry_deadline_s: float,
+    ) -> None:
+        self.bus = bus
+        self.stores = stores
+        self.nomad = nomad
+        self.renderer = renderer
+        self.nomad_retry_deadline_s = nomad_retry_deadline_s
+
+    async def reconcile(self, app_name: str) -> Result:
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            outcome = await self._reconcile(app_name)
+            return Result()
+        finally:
+            metrics.RECONCILE_PASSES.labels(outcome=outcome).inc()
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+    async def _reconcile(self, app_name: str) -> str:
+        entry = await self.stores.apps.get(app_name)
+        if entry is None:
+            # Never purge on a missing record: an empty bucket must not take apps down.
+            log.info("reconcile skipped: no such app", app=app_name)
+            return "idle"
+        app = entry.value
+        if app.state == "destroyed":
+            return await self._destroy(app_name)
+        if app.current_release is None:
+            return "idle"
+        rel = await self.stores.releases.get(release_key(app_name, app.current_release))
+        if rel is None:
+            log.error("current release record missing", app=app_name,
+                      release=app.current_release)
+            return "idle"
+        release = rel.value
+        deploy = await self._active_deploy(app)
+        # The active deploy still waits for its job to be submitted (first pass after the
+        # release was made current, or a retry after Nomad trouble or a crash).
+        unsubmitted = (
+            deploy is not None
+            and deploy.release == release.version
+            and deploy.job_modify_index is None
+        )
+        awaiting = unsubmitted and deploy is not None and deploy.status == "deploying"
+        if not release.image:
+            return "idle"  # config or secrets set before the first image: nothing to run
+        try:
+            desired = self.renderer.render(app, release)
+        except RenderError as exc:
+            log.error("release cannot be rendered", app=app_name, release=release.version,
+                      error=str(exc))
+            if awaiting and deploy is not None:
+                await fail_deploy(self.bus, self.stores, deploy.id, f"cannot render job: {exc}")
+                metrics.DEPLOYS_FAILED.labels(cause="render").inc()
+            return "error"
+        try:
+            return await self._converge(app, release, deploy, desired, awaiting=awaiting,
+                                        submitted=not unsubmitted)
+        except TemporaryError as exc:
+            if awaiting and deploy is not None:
+                await self._fail_if_past_deadline(deploy, exc)
+            raise
+        except PermanentError as exc:
+            log.error("nomad rejected the job", app=app_name, release=release.version,
+                      error=str(exc))
+            if awaiting and deploy is not None:
+                await fail_deploy(self.bus, self.stores, deploy.id, str(exc))
+                metrics.DEPLOYS_FAILED.labels(cause="nomad_rejected").inc()
+            return "error"
+
+    async def _active_deploy(self, app: AppRecord) -> DeployRecord | None:
+        if not app.active_deploy_id:
+            return None
+        entry = await self.stores.deploys.get(app.active_deploy_id)
+        return entry.value if entry is not None else None
+
+    async def _converge(
+        self,
+        app: AppRecord,
+        release: ReleaseRecord,
+        deploy: DeployRecord | None,
+        desired: dict[str, Any],
+        *,
+        awaiting: bool,
+        submitted: bool,
+    ) -> str:
+        name = app.spec.name
+        actual = await self.nomad.get_job(name)
+        plan = await self.nomad.plan_job(name, desired)
+        diff_type = str(((plan.get("Diff") or {}).get("Type")) or "None")
+        stopped = bool(actual and actual.get("Stop"))
+        must_register = actual is None or stopped or diff_type != "None"
+        drift = drift_reason(desired, actual, diff_type, submitted=submitted)
+
+        if must_register:
+            enforce = int(plan.get("JobModifyIndex") or 0)
+            answer = await self.nomad.register_job(desired, enforce_index=enforce)
+            outcome = "created" if actual is None else "updated"
+            job_modify_index = int(answer.get("JobModifyIndex") or 0)
+        else:
+            outcome = "unchanged"
+            assert actual is not None
+            job_modify_index = int(actual.get("JobModifyIndex") or 0)
+        log.info("job reconciled", app=name, release=release.version, outcome=outcome,
+                 job_modify_index=job_modify_index, diff=diff_type)
+
+        if drift is not None and must_register:
+            metrics.DRIFT_DETECTED.inc()
+            log.warning("drift put back", app=name, release=release.version, reason=drift)
+            found = (actual or {}).get("JobModifyIndex", "missing")
+            await self.bus.publish_event(
+                DriftDetected(app=name, deploy_id=deploy.id if deploy else "",
+                              release=release.version, description=drift),
+                msg_id=f"drift:{name}:{release.version}:{found}:{job_modify_index}",
+            )
+
+        if awaiting and deploy is not None:
+            await self._record_submission(
+                name, release, deploy, job_modify_index, outcome,
+                actual if outcome == "unchanged" else None,
+            )
+        return outcome
+
+    async def _record_submission(
+        self,
+        name: str,
+        release: ReleaseRecord,
+        deploy: DeployRecord,
+        job_modify_index: int,
+        outcome: str,
+        actual: dict[str, Any] | None,
+    ) -> None:
+        job = actual if actual is not None else await self.nomad.get_job(name)
+        version: int | None = None
+        if job is not None and int(job.get("JobModifyIndex") or -1) == job_modify_index:
+            version = int(job.get("Version") or 0)
+        # Published before the record is written: a crash in between is repaired by the
+        # next pass, and the msg id keeps the event single.
+        await self.bus.publish_event(
+            RolloutSubmitted(app=name, deploy_id=deploy.id, release=release.version,
+                             job_version=version, job_modify_index=job_modify_index,
+                             outcome=outcome),
+            msg_id=f"{deploy.id}:rollout.submitted",
+        )
+
+        def change(record: DeployRecord) -> DeployRecord | None:
+            if record.job_modify_index is not None or record.release != release.version:
+                return None
+            record.job_modify_index = job_modify_index
+            record.job_version = version
+            record.updated_at = now()
+            return record
+
+        await self.stores.deploys.mutate(deploy.id, change)
+        log.info("rollout submitted", app=name, deploy_id=deploy.id, release=release.version,
+                 job_version=version, job_modify_index=job_modify_index, outcome=outcome)
+
+    async def _fail_if_past_deadline(self, deploy: DeployRecord, exc: Exception) -> None:
+        age = now() - deploy.created_at
+        if age <= timedelta(seconds=self.nomad_retry_deadline_s):
+            return
+        reason = (f"could not submit the job to Nomad for {int(age.total_seconds())} s "
+                  f"(deadline {int(self.nomad_retry_deadline_s)} s): {exc}")
+        if await fail_deploy(self.bus, self.stores, deploy.id, reason):
+            metrics.DEPLOYS_FAILED.labels(cause="nomad_unavailable").inc()
+
+    async def _destroy(self, name: str) -> str:
+        actual = await self.nomad.get_job(name)
+        if actual is None:
+            return "idle"
+        owner = (actual.get("Meta") or {}).get(META_APP)
+        if owner not in (None, name):
+            log.warning("job not deregistered: not Shaman's", app=name, owner=owner)
+            return "idle"
+        await self.nomad.deregister_job(name, purge=True)
+        log.info("job deregistered", app=name, purge=True)
+        return "deregistered"

@@ -1,0 +1,97 @@
+"""The scheduler's view of the platform's state: three KV buckets and its deploy writes.
+
+Who writes what is docs/decisions/0001-deploy-flow.md: the scheduler creates releases
+(`create` only), moves the app's `next_release` / `current_release` /
+`active_deploy_id` (CAS), and moves deploys to `deploying` (or `superseded`, or
+`failed` for what it alone can decide), recording `release`, `job_modify_index`,
+`job_version`. Every deploy write goes through `shared.records.transition` inside
+`TypedKV.mutate`, so a stale or duplicate writer loses quietly; each function here
+says whether *this* call made the change, and only then is the matching event
+published (with a deterministic Nats-Msg-Id, so a crash between the write and the
+publish is repaired by the redelivery without a duplicate event).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared import subjects
+from shared.bus import Bus, TypedKV
+from shared.events import DeployFinished, DeploySuperseded
+from shared.logging import get_logger
+from shared.records import AppRecord, DeployRecord, ReleaseRecord, transition
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Stores:
+    apps: TypedKV[AppRecord]
+    releases: TypedKV[ReleaseRecord]
+    deploys: TypedKV[DeployRecord]
+
+    @classmethod
+    async def open(cls, bus: Bus) -> Stores:
+        js = bus.js
+        return cls(
+            apps=TypedKV(await js.key_value(subjects.KV_APPS), AppRecord),
+            releases=TypedKV(await js.key_value(subjects.KV_RELEASES), ReleaseRecord),
+            deploys=TypedKV(await js.key_value(subjects.KV_DEPLOYS), DeployRecord),
+        )
+
+
+async def fail_deploy(bus: Bus, stores: Stores, deploy_id: str, reason: str) -> bool:
+    """Move a deploy to `failed` with `reason` (no-op if it is already past that point).
+
+    Publishes `deploy.finished` when this call made the change.
+    """
+    changed: list[DeployRecord] = []
+
+    def change(record: DeployRecord) -> DeployRecord | None:
+        if not transition(record, "failed", reason):
+            return None
+        changed.append(record)
+        return record
+
+    await stores.deploys.mutate(deploy_id, change)
+    if not changed:
+        return False
+    record = changed[-1]
+    log.info("deploy failed", app=record.app, deploy_id=deploy_id, reason=reason)
+    await bus.publish_event(
+        DeployFinished(app=record.app, deploy_id=deploy_id, status="failed",
+                       release=record.release, reason=reason,
+                       duration_s=_duration(record)),
+        msg_id=f"{deploy_id}:finished",
+    )
+    return True
+
+
+async def supersede_deploy(bus: Bus, stores: Stores, deploy_id: str, by: str,
+                           *, release: int | None = None) -> bool:
+    """Move a non-terminal deploy to `superseded` by deploy `by`; publish `deploy.superseded`."""
+    changed: list[DeployRecord] = []
+
+    def change(record: DeployRecord) -> DeployRecord | None:
+        if not transition(record, "superseded", f"superseded by {by}"):
+            return None
+        record.superseded_by = by
+        if release is not None and record.release is None:
+            record.release = release
+        changed.append(record)
+        return record
+
+    await stores.deploys.mutate(deploy_id, change)
+    if not changed:
+        return False
+    record = changed[-1]
+    log.info("deploy superseded", app=record.app, deploy_id=deploy_id, superseded_by=by)
+    await bus.publish_event(
+        DeploySuperseded(app=record.app, deploy_id=deploy_id, superseded_by=by),
+        msg_id=f"{deploy_id}:superseded",
+    )
+    return True
+
+
+def _duration(record: DeployRecord) -> float:
+    return max(0.0, (record.updated_at - record.created_at).total_seconds())
