@@ -83,7 +83,17 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def container_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerStorage]:
     storage = ContainerStorage(tmp_path_factory.mktemp("containers")).prepare()
     yield storage
-    # Containers left behind would keep overlay mounts under the temp directory.
+    remove_containers(storage)
+
+
+def remove_containers(storage: ContainerStorage) -> None:
+    """Remove every container (podman's and buildah's working ones) of a storage root.
+
+    Containers left behind would keep overlay mounts under the temp directory, and
+    localnomad deliberately leaves app containers running when it stops (it re-adopts them).
+    """
+    if not storage.conf_file.exists():
+        return
     subprocess.run(
         storage.podman("rm", "--all", "--force", "--time", "0"), env=storage.env(),
         capture_output=True, check=False, timeout=120,
@@ -162,6 +172,7 @@ def shaman_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShamanSta
         )
     finally:
         stack.down()
+        remove_containers(config.storage)
 
 
 # -- asyncio hygiene -----------------------------------------------------------------------------
