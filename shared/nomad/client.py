@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import nomad
 import requests
@@ -47,7 +47,7 @@ from shared.logging import get_logger
 from shared.nomad.errors import map_nomad_exception
 from shared.tasks import capped_backoff
 
-__all__ = ["JSON", "NomadClient", "ReadRetry"]
+__all__ = ["JSON", "NomadClient", "NomadSettingsLike", "ReadRetry", "secret_value"]
 
 log = get_logger(__name__)
 
@@ -57,6 +57,30 @@ JSON = dict[str, Any]
 # requests keeps at most this many idle connections per host; sized to the default
 # thread pool so concurrent reads do not churn connections.
 _POOL_SIZE = 32
+
+
+class NomadSettingsLike(Protocol):
+    """The fields of shared.settings.NomadSettings this port reads."""
+
+    @property
+    def nomad_addr(self) -> str: ...
+
+    @property
+    def nomad_token(self) -> Any: ...  # pydantic SecretStr | None
+
+    @property
+    def nomad_namespace(self) -> str: ...
+
+    @property
+    def nomad_timeout_s(self) -> float: ...
+
+
+def secret_value(value: Any) -> str | None:
+    """The plain string of a pydantic SecretStr (or a str); None when unset or empty."""
+    if value is None:
+        return None
+    plain = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    return plain or None
 
 
 class ReadRetry:
@@ -133,6 +157,19 @@ class NomadClient:
             session=self._session,
         )
         self._service = _Service(**self._nomad.requester_settings)
+
+    @classmethod
+    def from_settings(
+        cls, settings: NomadSettingsLike, *, read_retry: ReadRetry | None = None
+    ) -> NomadClient:
+        """A client for NOMAD_ADDR / NOMAD_TOKEN / NOMAD_NAMESPACE as the settings read them."""
+        return cls(
+            settings.nomad_addr,
+            token=secret_value(settings.nomad_token),
+            namespace=settings.nomad_namespace,
+            timeout_s=settings.nomad_timeout_s,
+            read_retry=read_retry,
+        )
 
     def __repr__(self) -> str:
         return f"NomadClient(address={self.address!r}, namespace={self.namespace!r})"

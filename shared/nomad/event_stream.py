@@ -34,6 +34,7 @@ import msgspec
 
 from shared.errors import BackendUnavailable, PermanentError, ShamanError, TemporaryError
 from shared.logging import get_logger
+from shared.nomad.client import NomadSettingsLike, secret_value
 from shared.nomad.errors import error_for_status, parse_retry_after
 from shared.tasks import backoff_delay
 
@@ -173,6 +174,27 @@ class NomadEventStream:
         self.envelopes_received = 0
         self.decode_errors = 0
         self.last_line_at: float | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: NomadSettingsLike,
+        topics: Sequence[str],
+        *,
+        session: aiohttp.ClientSession | None = None,
+        sock_read_s: float = 90.0,
+        on_heartbeat: Callable[[], None] | None = None,
+    ) -> NomadEventStream:
+        """A stream for NOMAD_ADDR / NOMAD_TOKEN / NOMAD_NAMESPACE as the settings read them."""
+        return cls(
+            settings.nomad_addr,
+            token=secret_value(settings.nomad_token),
+            namespace=settings.nomad_namespace,
+            topics=topics,
+            session=session,
+            sock_read_s=sock_read_s,
+            on_heartbeat=on_heartbeat,
+        )
 
     def __repr__(self) -> str:
         return (

@@ -25,7 +25,7 @@ import asyncio
 import re
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, TypedDict, TypeVar
+from typing import Any, Protocol, TypedDict, TypeVar
 
 import hvac
 import hvac.exceptions as hvac_exc
@@ -43,7 +43,7 @@ from shared.errors import (
 from shared.logging import get_logger
 from shared.tasks import capped_backoff
 
-__all__ = ["APP_PREFIX", "SecretMetadata", "SecretsWrite", "VaultClient"]
+__all__ = ["APP_PREFIX", "SecretMetadata", "SecretsWrite", "VaultClient", "VaultSettingsLike"]
 
 log = get_logger(__name__)
 
@@ -86,6 +86,19 @@ def _check_key(key: str) -> None:
         )
 
 
+class VaultSettingsLike(Protocol):
+    """The fields of shared.settings.VaultSettings this port reads."""
+
+    @property
+    def vault_addr(self) -> str: ...
+
+    @property
+    def vault_token(self) -> Any: ...  # pydantic SecretStr | None
+
+    @property
+    def vault_mount(self) -> str: ...
+
+
 class VaultClient:
     """KV v2 access for Shaman's app secrets on one Vault/OpenBao mount.
 
@@ -114,6 +127,15 @@ class VaultClient:
         self.max_versions = max_versions
         self.cas_attempts = cas_attempts
         self._client = hvac.Client(url=self.addr, token=token, timeout=timeout_s, verify=verify)
+
+    @classmethod
+    def from_settings(cls, settings: VaultSettingsLike) -> VaultClient:
+        """A client for VAULT_ADDR / VAULT_TOKEN / SHAMAN_VAULT_MOUNT as the settings read them."""
+        token = settings.vault_token
+        plain = token.get_secret_value() if hasattr(token, "get_secret_value") else token
+        if not plain:
+            raise ValueError("VAULT_TOKEN is not set: the secrets backend needs a token")
+        return cls(settings.vault_addr, str(plain), settings.vault_mount)
 
     def __repr__(self) -> str:
         return f"VaultClient(addr={self.addr!r}, mount={self.mount!r})"

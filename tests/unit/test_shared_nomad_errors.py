@@ -193,3 +193,27 @@ async def test_unreachable_nomad_is_backend_unavailable_after_retries() -> None:
         with pytest.raises(BackendUnavailable):
             await client.get_job("web")
         assert await client.ping() is False
+
+
+def test_clients_from_the_services_settings() -> None:
+    from shared.nomad import NomadEventStream
+    from shared.settings import NomadSettings, VaultSettings
+    from shared.vault import VaultClient
+
+    nomad_settings = NomadSettings.model_validate(
+        {"nomad_addr": "http://nomad:4646", "nomad_token": "tok", "nomad_namespace": "apps"}
+    )
+    client = NomadClient.from_settings(nomad_settings)
+    assert (client.address, client.namespace) == ("http://nomad:4646", "apps")
+    assert "tok" not in repr(client)
+    stream = NomadEventStream.from_settings(nomad_settings, ["Job:web"])
+    assert stream.url == "http://nomad:4646/v1/event/stream"
+    assert "tok" not in repr(stream)
+
+    vault = VaultClient.from_settings(
+        VaultSettings.model_validate({"vault_addr": "http://vault:8200", "vault_token": "root-tok"})
+    )
+    assert vault.path_for("web") == "secret/data/shaman/apps/web"
+    assert "root-tok" not in repr(vault)
+    with pytest.raises(ValueError, match="VAULT_TOKEN"):
+        VaultClient.from_settings(VaultSettings.model_validate({"vault_addr": "http://v:8200"}))
