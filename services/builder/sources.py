@@ -104,11 +104,9 @@ async def fetch_git(
         output.clear()
         code = await run_streaming(["git", *args], collect, env=genv, cwd=dest)
         if code != 0:
-            detail = next(
-                (ln for ln in reversed(output) if ln.startswith(("fatal:", "error:"))),
-                output[-1] if output else f"exit code {code}",
-            )
-            raise SourceError(f"{what} failed: {detail.strip()}")
+            errors = [ln.strip() for ln in output if ln.startswith(("fatal:", "error:"))]
+            detail = "; ".join(errors) or (output[-1] if output else f"exit code {code}")
+            raise SourceError(f"{what} failed: {detail}")
 
     on_line(f"$ git fetch --depth 1 {git.url} {git.ref}")
     await git_cmd("init", "-q", what="git init")
