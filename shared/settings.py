@@ -75,6 +75,14 @@ class ApiSettings(CommonSettings, VaultSettings):
     rate_limit_per_s: float = 50.0  # per token
     rate_limit_burst: int = 200
     sse_keepalive_s: float = 15.0
+    # Idle heartbeat of the JetStream followers behind SSE; a follower silent for three
+    # of these (NATS restarted) is recreated from its last sequence.
+    sse_heartbeat_s: float = 1.0
+    # Comma-separated registries image deploys may name (SHAMAN_ALLOWED_REGISTRIES);
+    # empty: any registry.
+    allowed_registries: str = ""
+    # How long a request may wait on NATS before answering 503.
+    nats_request_timeout_s: float = 5.0
 
 
 class BuilderSettings(CommonSettings, VaultSettings):
