@@ -145,3 +145,9 @@ class WatcherSettings(CommonSettings, NomadSettings):
     fail_fast_restarts: int = 2  # same task of the new version failing this often → fail now
     crash_loop_window_s: float = 300.0  # after healthy, crash-looping within this → rollback
     deadline_grace_s: float = 60.0  # past progress_deadline + this → platform fails it
+    reconcile_concurrency: int = 4  # apps reconciled at once (never one app twice)
+    checkpoint_interval_s: float = 1.0  # how often the stream position may be stored
+    stream_backoff_max_s: float = 30.0  # cap of the reconnect backoff (jittered)
+    explain_max_allocs: int = 3  # failed allocations explained per rollout.failed
+    log_tail_bytes: int = 4096  # bytes of each task log read for an explanation
+    rollback_republish_after_s: float = 30.0  # no rollback deploy by then → publish again
