@@ -325,21 +325,27 @@ class Component(ABC):
             delay = min(delay * 1.5, 0.5)
 
     def stop(self, timeout_s: float | None = None) -> bool:
-        """SIGTERM the process group, SIGKILL it after the deadline; True if one was running."""
+        """SIGTERM the process, SIGKILL its process group after the deadline.
+
+        Only the main process gets SIGTERM: a service shutting down gracefully finishes its
+        in-flight work (a build, a container it supervises), which its children must survive.
+        SIGKILL goes to the whole group so that nothing is orphaned. True if one was running.
+        """
         pid = self.pid()
         if pid is None:
             self._forget()
             return False
         timeout = self.stop_timeout_s if timeout_s is None else timeout_s
-        self._signal(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
         if not self._wait_gone(pid, timeout):
-            self._signal(pid, signal.SIGKILL)
+            self._signal_group(pid, signal.SIGKILL)
             if not self._wait_gone(pid, 5.0):
                 raise self.error(f"pid {pid} survived SIGKILL")
         self._forget()
         return True
 
-    def _signal(self, pid: int, sig: signal.Signals) -> None:
+    def _signal_group(self, pid: int, sig: signal.Signals) -> None:
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
