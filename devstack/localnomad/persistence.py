@@ -1,0 +1,135 @@
+"""Snapshots of the state store in `--data-dir`, so a restart keeps jobs and deployments.
+
+After a change the whole state (jobs and their versions, allocations, deployments,
+evaluations, service registrations, the node, the raft indexes) is written to
+`state.json` atomically (temp file + rename), debounced so a burst of transactions
+costs one write. Allocations reference their job version instead of embedding it.
+The event buffer is deliberately not saved: a restarted Nomad has an empty one too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+import msgspec
+
+from .state import State
+
+log = logging.getLogger("localnomad.persistence")
+
+SNAPSHOT = "state.json"
+FORMAT = 1
+
+
+def snapshot(state: State, node_id: str) -> bytes:
+    allocs = []
+    for alloc in state.allocs.values():
+        job = alloc["Job"]
+        key = (job["Namespace"], job["ID"])
+        if any(v is job for v in state.versions.get(key, [])):
+            alloc = dict(alloc, Job={"__ref": [job["Namespace"], job["ID"], job["Version"]]})
+        allocs.append(alloc)
+    return msgspec.json.encode({
+        "Format": FORMAT, "NodeID": node_id, "Index": state.index,
+        "TableIndex": state.table_index,
+        "Versions": [v for vs in state.versions.values() for v in vs],
+        "Submissions": list(state.submissions.values()),
+        "Allocs": allocs, "Deployments": list(state.deployments.values()),
+        "Evals": list(state.evals.values()), "Services": list(state.services.values()),
+        "Nodes": list(state.nodes.values()),
+    })
+
+
+def restore(state: State, data: bytes) -> str | None:
+    """Load a snapshot into an empty state; returns the node ID it had."""
+    snap = msgspec.json.decode(data)
+    state.index = snap["Index"]
+    state.table_index.update(snap["TableIndex"])
+    for v in snap["Versions"]:
+        key = (v["Namespace"], v["ID"])
+        state.versions.setdefault(key, []).append(v)
+    for key, versions in state.versions.items():
+        versions.sort(key=lambda v: -v["Version"])
+        state.jobs[key] = versions[0]
+    for sub in snap.get("Submissions") or []:
+        state.submissions[(sub["Namespace"], sub["JobID"], sub["Version"])] = sub
+    for alloc in snap["Allocs"]:
+        ref = alloc["Job"].get("__ref") if isinstance(alloc["Job"], dict) else None
+        if ref is not None:
+            ns, jid, version = ref
+            alloc["Job"] = next(v for v in state.versions[(ns, jid)] if v["Version"] == version)
+        state.allocs[alloc["ID"]] = alloc
+        state.allocs_by_job.setdefault((alloc["Namespace"], alloc["JobID"]), set()).add(
+            alloc["ID"])
+    for dep in sorted(snap["Deployments"], key=lambda d: d["CreateIndex"]):
+        state.deployments[dep["ID"]] = dep
+        state.deployments_by_job.setdefault((dep["Namespace"], dep["JobID"]), []).append(
+            dep["ID"])
+    for ev in sorted(snap["Evals"], key=lambda e: e["CreateIndex"]):
+        state.evals[ev["ID"]] = ev
+        state.evals_by_job.setdefault((ev["Namespace"], ev["JobID"]), []).append(ev["ID"])
+    for reg in snap["Services"]:
+        state.services[reg["ID"]] = reg
+    for node in snap["Nodes"]:
+        state.nodes[node["ID"]] = node
+    node_id = snap.get("NodeID")
+    return str(node_id) if node_id else None
+
+
+def load(data_dir: Path, state: State) -> str | None:
+    path = data_dir / SNAPSHOT
+    if not path.exists():
+        return None
+    return restore(state, path.read_bytes())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Snapshotter:
+    """Debounced writer: at most one snapshot per `delay_s` after a change."""
+
+    def __init__(self, data_dir: Path, state: State, node_id: str, delay_s: float = 0.05):
+        self.path = data_dir / SNAPSHOT
+        self.state = state
+        self.node_id = node_id
+        self.delay_s = delay_s
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        state.on_commit.append(lambda _txn: self._dirty.set())
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="snapshotter")
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.delay_s)
+            self._dirty.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        data = snapshot(self.state, self.node_id)
+        try:
+            await asyncio.to_thread(_write_atomic, self.path, data)
+        except OSError:
+            log.exception("snapshot write failed path=%s", self.path)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
