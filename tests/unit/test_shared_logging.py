@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from shared.logging import REDACTED, configure_logging, get_logger, is_secret_key, redact_secrets
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """configure_logging() changes process-wide state; put it back for the tests after us."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    config = structlog.get_config()
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    structlog.configure(**config)
 
 
 def _redact(**fields: object) -> dict[str, object]:
