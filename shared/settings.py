@@ -136,6 +136,9 @@ class SchedulerSettings(CommonSettings, NomadSettings, VaultSettings):
     # Before a rollback, check that the target's image is still in its registry.
     check_rollback_image: bool = True
     registry_timeout_s: float = 5.0
+    # Fault tests only (reliability.md §7): the process exits at once (code 137, like
+    # kill -9) when it reaches the named point: after_release_created, after_nomad_register.
+    crashpoint: str = ""
 
 
 class WatcherSettings(CommonSettings, NomadSettings):
