@@ -1,0 +1,104 @@
+"""Failure facts from task events and the words that explain them: no I/O."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.watcher.explain import (
+    allocation_failure,
+    describe_evidence,
+    failure_reason,
+    log_tail,
+)
+from services.watcher.failures import gather_evidence, task_failures
+from services.watcher.nomad_model import CheckResult
+
+from .builders import NOW, alloc, crash, event
+
+
+def test_exit_code_is_named_with_the_count() -> None:
+    a = alloc(crash(NOW - timedelta(seconds=1), 3) + crash(NOW, 3))
+    assert describe_evidence(gather_evidence([a])) == "task app exited with code 3 (2 times)"
+
+
+def test_oom_kill_is_explained_as_memory() -> None:
+    a = alloc([event("Started", NOW - timedelta(seconds=1)),
+               event("Terminated", NOW, 'Exit Code: 137, Exit Message: "OOM Killed"',
+                     ExitCode=137, Details={"oom_killed": "true"})])
+    [failure] = task_failures(a)
+    assert failure.kind == "oom"
+    text = describe_evidence(gather_evidence([a]))
+    assert text is not None and "more memory" in text and "137" in text
+
+
+def test_image_pull_failure() -> None:
+    a = alloc([event("Driver Failure", NOW, "Failed to pull `x`: manifest unknown")])
+    [failure] = task_failures(a)
+    assert failure.kind == "image" and failure.unfixable
+
+
+def test_generic_driver_failure_is_fixable() -> None:
+    a = alloc([event("Driver Failure", NOW, "failed to create container: device busy")])
+    [failure] = task_failures(a)
+    assert failure.kind == "driver" and not failure.unfixable
+
+
+def test_template_failure_without_secrets_is_a_template_failure() -> None:
+    a = alloc([event("Killing", NOW, "Template failed: parse error at line 3", FailsTask=True)])
+    [failure] = task_failures(a)
+    assert failure.kind == "template" and failure.unfixable
+
+
+def test_events_before_since_are_ignored() -> None:
+    a = alloc(crash(NOW - timedelta(seconds=10)) + crash(NOW))
+    assert len(task_failures(a, since_ns=int((NOW - timedelta(seconds=5)).timestamp() * 1e9))) == 1
+
+
+def test_unhealthy_allocation_without_task_failures_is_evidence() -> None:
+    a = alloc([event("Started", NOW),
+               event("Alloc Unhealthy", NOW, "Services not healthy by deadline: web")],
+              healthy=False)
+    evidence = gather_evidence([a])
+    assert evidence.failures == [] and evidence.unhealthy_allocs == [a]
+    assert describe_evidence(evidence) == (
+        "allocations of group web unhealthy: Services not healthy by deadline: web")
+
+
+def test_allocation_failure_carries_events_exit_code_check_and_log_tail() -> None:
+    a = alloc(crash(NOW, 2))
+    checks = [CheckResult(Check="web-http", Status="failure", Output="HTTP 500: boom",
+                          StatusCode=500)]
+    stderr = "starting\n\nTraceback (most recent call last):\nValueError: PORT unset\n"
+    af = allocation_failure(a, task_failures(a), checks, stderr=stderr, stdout="hi\n")
+    assert af.summary == "exited with code 2"
+    assert af.exit_code == 2
+    assert af.task == "app"
+    assert af.check_output == "HTTP 500: boom"
+    assert af.log_tail[-1] == "ValueError: PORT unset"
+    assert af.task_events[:2] == ["Started: Task started by client", "Terminated: Exit Code: 2"]
+
+
+def test_check_failure_is_the_summary_when_no_task_failed() -> None:
+    a = alloc([event("Started", NOW)], healthy=False)
+    checks = [CheckResult(Check="web-http", Status="failure",
+                          Output="simulated check failing", StatusCode=500)]
+    af = allocation_failure(a, [], checks)
+    assert af.summary == "health check web-http failing: HTTP 500: simulated check failing"
+    reason = failure_reason("allocations were unhealthy (Nomad)",
+                            gather_evidence([alloc([event("Started", NOW)])]), [af])
+    assert reason == ("health check web-http failing: HTTP 500: simulated check failing "
+                      "(allocations were unhealthy (Nomad))")
+
+
+def test_stdout_is_the_tail_when_stderr_is_empty() -> None:
+    af = allocation_failure(alloc(crash(NOW)), [], stdout="a\nb\n")
+    assert af.log_tail == ["a", "b"]
+
+
+def test_log_tail_keeps_the_last_lines() -> None:
+    text = "\n".join(f"line {i}" for i in range(100))
+    assert log_tail(text, 3) == ["line 97", "line 98", "line 99"]
+
+
+def test_reason_without_any_evidence_is_the_trigger() -> None:
+    assert failure_reason("no progress", gather_evidence([]), []) == "no progress"
