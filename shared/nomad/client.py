@@ -375,6 +375,18 @@ class NomadClient:
             lambda: cast(JSON, self._nomad.allocation.get_allocation(alloc_id)),
         )
 
+    async def get_allocation_checks(self, alloc_id: str) -> dict[str, JSON]:
+        """Nomad-provider check results of an allocation (check ID → result with `Output`),
+        {} when the allocation is unknown or has no checks."""
+
+        def call() -> dict[str, JSON]:
+            # python-nomad has no wrapper; its allocation requester builds the path and
+            # adds ?namespace= itself.
+            resp = self._nomad.allocation.request(alloc_id, "checks", method="get")
+            return cast(dict[str, JSON], resp.json() or {})
+
+        return await self._read_or_none(f"read checks of allocation {alloc_id}", call) or {}
+
     async def read_task_log(
         self,
         alloc_id: str,

@@ -294,6 +294,7 @@ async def reconnecting_envelopes(
     start_index_fn: Callable[[], int],
     *,
     on_connect: Callable[[], None] | None = None,
+    on_disconnect: Callable[[TemporaryError], None] | None = None,
     initial_backoff_s: float = 0.5,
     max_backoff_s: float = 30.0,
     jitter_s: float = 1.0,
@@ -303,7 +304,8 @@ async def reconnecting_envelopes(
     Each subscription starts at `start_index_fn()` (read at reconnect time: the last
     index the caller fully processed). `on_connect` runs when a subscription is live;
     relist there (or schedule it) because events may have been missed while
-    disconnected. Failed attempts back off `initial_backoff_s · 2ⁿ` up to
+    disconnected. `on_disconnect` runs with the error each time a subscription fails or
+    ends (before the backoff sleep). Failed attempts back off `initial_backoff_s · 2ⁿ` up to
     `max_backoff_s`, plus jitter; the count resets once a connection delivers data.
     PermanentError (bad topic, forbidden) is raised to the caller: retrying cannot help.
     """
@@ -328,6 +330,8 @@ async def reconnecting_envelopes(
                 async for envelope in envelopes:
                     yield envelope
         except TemporaryError as exc:
+            if on_disconnect is not None:
+                on_disconnect(exc)
             failures = 1 if subscribed else failures + 1
             delay = backoff_delay(failures, initial_backoff_s, max_backoff_s, jitter_s)
             if exc.retry_after_s is not None:

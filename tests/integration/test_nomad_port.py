@@ -226,3 +226,39 @@ async def test_event_stream_delivers_the_registration(
     assert all(a["JobID"] == job_id for a in allocs)
     assert isinstance(await nomad.get_job_allocations(job_id), list)
     await nomad.deregister_job(job_id, purge=True)
+
+
+async def test_validate_deployments_allocations_and_terminal_deployment_errors(
+    nomad: NomadClient, job_id: str
+) -> None:
+    assert await nomad.validate_job(_job(job_id)) == []
+    bad = _job(job_id)
+    bad["TaskGroups"][0]["Tasks"][0]["Driver"] = ""
+    problems = await nomad.validate_job(bad)
+    assert problems and "driver" in problems[0].lower()
+
+    await nomad.register_job(_job(job_id), enforce_index=0)
+    deadline = time.monotonic() + 30
+    deployment: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        deployment = await nomad.get_latest_deployment(job_id)
+        if deployment is not None and deployment["Status"] == "successful":
+            break
+        await asyncio.sleep(0.05)  # polling interval of the condition above
+    assert deployment is not None and deployment["Status"] == "successful"
+    assert [d["ID"] for d in await nomad.get_job_deployments(job_id)] == [deployment["ID"]]
+    assert deployment["ID"] in {d["ID"] for d in await nomad.list_deployments()}
+
+    # Nomad answers a write on a finished deployment with a 500; it is not worth retrying.
+    with pytest.raises(PermanentError, match="terminal deployment"):
+        await nomad.fail_deployment(deployment["ID"])
+    with pytest.raises(PermanentError, match="terminal deployment"):
+        await nomad.promote_deployment(deployment["ID"])
+
+    allocs = await nomad.get_job_allocations(job_id)
+    assert len(allocs) == 1
+    alloc = await nomad.get_allocation(allocs[0]["ID"])
+    assert alloc is not None and alloc["JobID"] == job_id
+    assert isinstance(await nomad.read_task_log(alloc["ID"], "web"), str)
+    assert isinstance(await nomad.get_allocation_checks(alloc["ID"]), dict)
+    await nomad.deregister_job(job_id, purge=True)

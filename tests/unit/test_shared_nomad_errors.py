@@ -171,7 +171,13 @@ async def test_not_found_reads_return_none_or_empty_and_namespace_is_sent() -> N
         )
         return web.Response(status=500, text="Enforcing job modify index 0: job already exists")
 
+    async def checks(request: web.Request) -> web.Response:
+        seen.append(dict(request.query))
+        return web.json_response({"c1": {"Status": "failure", "Output": "HTTP 500"}})
+
     app = web.Application()
+    app.router.add_get("/v1/allocation/a1/checks", checks)
+    app.router.add_get("/v1/allocation/gone/checks", not_found)
     app.router.add_get("/v1/job/missing", not_found)
     app.router.add_get("/v1/job/missing/versions", not_found)
     app.router.add_get("/v1/service/web", service)
@@ -182,6 +188,10 @@ async def test_not_found_reads_return_none_or_empty_and_namespace_is_sent() -> N
         assert (await c.get_service("web"))[0]["Port"] == 80
         with pytest.raises(ConflictError):
             await c.register_job({"ID": "web"}, enforce_index=0)
+        checks_of = await c.get_allocation_checks("a1")
+        assert checks_of == {"c1": {"Status": "failure", "Output": "HTTP 500"}}
+        assert await c.get_allocation_checks("gone") == {}
+    assert seen[4]["namespace"] == "apps"
     assert seen[0]["namespace"] == "apps"
     assert seen[2]["namespace"] == "apps"  # /v1/service is not auto-namespaced by python-nomad
     assert seen[3] == {"EnforceIndex": "True", "JobModifyIndex": "0"}

@@ -286,6 +286,7 @@ async def test_reconnecting_resumes_from_the_callers_index_and_reports_each_conn
 
     processed = 0
     connects = 0
+    disconnects: list[TemporaryError] = []
 
     def on_connect() -> None:
         nonlocal connects
@@ -298,6 +299,7 @@ async def test_reconnecting_resumes_from_the_callers_index_and_reports_each_conn
             stream,
             lambda: processed,
             on_connect=on_connect,
+            on_disconnect=disconnects.append,
             initial_backoff_s=0.01,
             max_backoff_s=0.05,
             jitter_s=0.01,
@@ -313,3 +315,5 @@ async def test_reconnecting_resumes_from_the_callers_index_and_reports_each_conn
     assert got == [20, 21, 21, 22]
     assert indexes == ["0", "21", "21"]
     assert connects == 2
+    assert len(disconnects) == 2  # the clean end of the first stream, then the 503
+    assert "server unavailable" in str(disconnects[1])
