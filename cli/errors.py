@@ -69,3 +69,9 @@ class ConnectionDropped(ApiUnreachable):
 
 def unreachable_message(api_url: str) -> str:
     return f"cannot reach the Shaman API at {api_url}: is the stack running? (make run)"
+
+
+class UsageProblem(CliError):
+    """The command line asks for something the CLI will not do (e.g. a secret in argv)."""
+
+    code = "usage"

@@ -1,5 +1,10 @@
 """The `shaman` command line: the typer app that user commands hang off.
 
+Heroku-shaped: `login`; `apps create|list|info|destroy`; `deploy`; `releases`;
+`rollback`; `config`, `config:set`, `config:unset`; `secrets:set|list|unset`; `scale`;
+`logs`; `events`. Every command takes `--json`; app-scoped ones take `-a/--app`
+(default `$SHAMAN_APP`, else `.shaman.json`). docs/cli.md is the manual.
+
 The CLI talks to Shaman over HTTP only; it never imports a service or the devstack (the
 devstack's `shaman dev ...` group is added to this app from devstack/shaman_command.py).
 """
@@ -11,7 +16,14 @@ from importlib.metadata import version as package_version
 
 import typer
 
-app = typer.Typer(help="Shaman: deploy apps to Nomad.", no_args_is_help=True)
+from cli.commands import config_vars, deploy, events_logs, login, releases, secrets
+from cli.commands.apps import apps_app
+
+app = typer.Typer(
+    help="Shaman: deploy apps to Nomad.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
 @app.command()
@@ -21,3 +33,20 @@ def version() -> None:
         typer.echo(package_version("shaman"))
     except PackageNotFoundError:
         typer.echo("unknown (not installed)")
+
+
+app.command("login")(login.login)
+app.add_typer(apps_app, name="apps")
+app.command("deploy")(deploy.deploy)
+app.command("rollback")(deploy.rollback)
+app.command("releases")(releases.releases)
+app.command("scale")(releases.scale)
+app.command("config")(config_vars.show_config)
+app.command("config:set")(config_vars.set_config)
+app.command("config:unset")(config_vars.unset_config)
+app.command("secrets:set")(secrets.set_secrets)
+app.command("secrets:list")(secrets.list_secrets)
+app.command("secrets", hidden=True)(secrets.list_secrets)
+app.command("secrets:unset")(secrets.unset_secret)
+app.command("events")(events_logs.events)
+app.command("logs")(events_logs.logs)
