@@ -88,7 +88,8 @@ class ApiSettings(CommonSettings, VaultSettings):
 class BuilderSettings(CommonSettings, VaultSettings):
     http_addr: str = "127.0.0.1:8081"
     registry: str = "127.0.0.1:5000"
-    builder_storage: str = ".shaman/containers"  # SHAMAN_BUILDER_STORAGE
+    # SHAMAN_BUILDER_STORAGE: buildah's storage; one per builder copy (never shared).
+    builder_storage: str = ".shaman/containers"
     builder_concurrency: int = 1
     build_timeout_s: float = 900.0
     ack_wait_s: float = 30.0
