@@ -92,6 +92,9 @@ async def create_app(settings: BuilderSettings) -> AsyncIterator[BuilderApp]:
         retention = ImageRetention(settings.registry, registry, apps, releases, deploys,
                                    settings.keep_releases)
 
+        # Working containers left by a builder that died here before (SIGKILL mid-build).
+        await pipeline.remove_working_containers()
+
         consumer = WorkConsumer(
             bus, consumer_spec(settings), worker.handle,
             concurrency=settings.builder_concurrency, on_dead_letter=worker.on_dead_letter,

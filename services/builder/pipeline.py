@@ -47,7 +47,10 @@ from services.builder.sources import (
 from shared.commands import BuildRequested, GitSource, ImageSource, UploadSource
 from shared.errors import BackendUnavailable, PermanentError
 from shared.records import AppSpec
+from shared.logging import get_logger
 from shared.settings import BuilderSettings
+
+_log = get_logger(__name__)
 
 LOG_TAIL_LINES = 15
 TAG_LENGTH = 12
@@ -210,6 +213,19 @@ class ImagePipeline:
             raise BackendUnavailable("registry", f"push of {tag} failed (exit code {code})")
         log.line(f"pushed {tag} as {digest}")
         return tag, f"{registry}/{app_name}@{digest}", digest, cached
+
+    async def remove_working_containers(self) -> None:
+        """`buildah rm --all`: unmount and drop working containers (not images, not cache).
+
+        Only safe while no build runs on this storage; a builder copy owns its storage.
+        """
+        try:
+            code = await run_streaming(self.storage.command("rm", "--all"), lambda _line: None,
+                                       env=self.storage.env())
+        except CommandNotFound:
+            return
+        if code != 0:
+            _log.warning("buildah rm --all failed", exit_code=code)
 
     async def _run(
         self, argv: list[str], on_line: Callable[[str], None], env: dict[str, str]

@@ -92,6 +92,7 @@ class BuildWorker:
         self.build_logs = build_logs
         self.pipeline = pipeline
         self.workroot = Path(settings.builder_storage) / "work"
+        self._running = 0
 
     # -- the handler ------------------------------------------------------------------
 
@@ -141,6 +142,8 @@ class BuildWorker:
         ), msg_id=f"{command.deploy_id}:build.started:{attempt}")
         log.info("build started", app=command.app, deploy_id=command.deploy_id, attempt=attempt)
         metrics.RUNNING.inc()
+        self._running += 1
+        stopped = False
         try:
             async with stream:
                 stream.line(f"build {command.deploy_id} attempt {attempt} on "
@@ -151,12 +154,14 @@ class BuildWorker:
                         lambda: self.pipeline.run(command, app.spec, workdir, stream),
                     )
                 except Superseded as exc:
+                    stopped = True
                     stream.line(f"build stopped: the deploy is {exc.status}")
                     metrics.BUILDS.labels("superseded").inc()
                     log.info("build stopped: deploy no longer wanted", app=command.app,
                              deploy_id=command.deploy_id, status=exc.status)
                     return
                 except BuildTimedOut:
+                    stopped = True
                     reason = f"build timed out after {self.settings.build_timeout_s:g}s"
                     stream.line(reason)
                     metrics.BUILDS.labels("timed_out").inc()
@@ -170,6 +175,7 @@ class BuildWorker:
                     await self._fail(command, reason, step=step, tail=stream.tail())
                     return
                 except BaseException as exc:
+                    stopped = True
                     if not isinstance(exc, asyncio.CancelledError):
                         why = scrubber.scrub(str(exc))
                         stream.line(f"build interrupted, will be retried: {why}")
@@ -180,8 +186,13 @@ class BuildWorker:
             await self._succeed(command, built, started)
         finally:
             metrics.RUNNING.dec()
+            self._running -= 1
             await stream.save(self.build_logs)
             shutil.rmtree(workdir, ignore_errors=True)
+            if stopped and self._running == 0:
+                # A killed buildah leaves its working container mounted; with no other
+                # build running here, every working container in our storage is litter.
+                await self.pipeline.remove_working_containers()
 
     async def _supervised(
         self, deploy_id: str, build: Callable[[], Coroutine[Any, Any, BuiltImage]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from devstack.podman import ContainerStorage
 from devstack.ports import free_port
 from devstack.seed import ensure_busybox
 from services.builder.app import BuilderApp, create_app
+from services.builder.buildah import BuildahStorage
 from shared import subjects
 from shared.bus import Bus, connect_bus, provision
 from shared.settings import BuilderSettings
@@ -42,10 +44,19 @@ def seeded_registry(
     return registry
 
 
+def remove_working_containers(base: Path) -> None:
+    """Unmount what killed builds left, so pytest can delete the temp directory."""
+    storage = BuildahStorage(base)
+    subprocess.run(storage.command("rm", "--all"), env=storage.env(), capture_output=True,
+                   check=False, timeout=120)
+
+
 @pytest.fixture(scope="session")
-def shared_builder_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shared_builder_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One storage reused across tests (keeps the layer cache warm, like a real builder)."""
-    return tmp_path_factory.mktemp("builder-storage")
+    base = tmp_path_factory.mktemp("builder-storage")
+    yield base
+    remove_working_containers(base)
 
 
 SettingsFactory = Callable[..., BuilderSettings]

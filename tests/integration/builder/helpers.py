@@ -47,10 +47,10 @@ CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]
 
 SLOW_CONTAINERFILE = """\
 ARG REGISTRY
-FROM ${REGISTRY}/library/busybox:stable
+FROM ${{REGISTRY}}/library/busybox:stable
 COPY marker /marker
 RUN echo "slow step starts" && sleep {seconds} && echo "slow step ends"
-"""
+"""  # a str.format template: {seconds}
 
 
 async def wait_for(
