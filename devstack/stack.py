@@ -333,7 +333,8 @@ class Stack:
             return LocalNomad(
                 home, ports["localnomad"], runtime=c.runtime, storage=c.storage,
                 vault_addr=c.vault_addr if "openbao" in c.components else None,
-                vault_token=c.vault_token() or None, host=c.host,
+                vault_token=c.vault_token() or None,
+                registry=c.registry if "registry" in c.components else None, host=c.host,
             )
         if name in SERVICES:
             from devstack.service_env import service_env

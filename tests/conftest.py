@@ -109,10 +109,11 @@ def _localnomad(
     runtime: str,
     storage: ContainerStorage,
     vault: VaultServer,
+    registry: str | None = None,
 ) -> Iterator[str]:
     server = LocalNomad(
         tmp_path_factory.mktemp(f"localnomad-{runtime}"), free_port(), runtime=runtime,
-        storage=storage, vault_addr=vault.addr, vault_token=vault.token,
+        storage=storage, vault_addr=vault.addr, vault_token=vault.token, registry=registry,
     )
     with running(server):
         yield server.addr
@@ -132,8 +133,10 @@ def localnomad_podman(
     tmp_path_factory: pytest.TempPathFactory,
     container_storage: ContainerStorage,
     openbao: VaultServer,
+    registry: str,
 ) -> Iterator[str]:
-    yield from _localnomad(tmp_path_factory, "podman", container_storage, openbao)
+    """Real containers, pulling from the session's `registry` (seed it before pulling)."""
+    yield from _localnomad(tmp_path_factory, "podman", container_storage, openbao, registry)
 
 
 # -- the whole stack ---------------------------------------------------------------------------

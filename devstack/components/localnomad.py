@@ -1,8 +1,8 @@
 """localnomad, the project's Nomad stand-in (`shaman-localnomad`), as a devstack component.
 
-This module only launches and probes it: `--addr`, `--runtime podman|simulated`, `--data-dir`
-and the Vault flags go on the command line, the podman storage settings (containers.conf,
-storage root) go in the environment so that localnomad and the builder see the same images.
+This module only launches and probes it: `--addr`, `--runtime podman|simulated`, `--data-dir`,
+the Vault flags, the stack's podman storage (`--podman-root`, the builder's too, so both see
+the same images) and the local registry (`--registry-insecure`: plain HTTP on loopback).
 Health is `GET /v1/status/leader` → 200, as on a real Nomad.
 
 Not here: localnomad itself (devstack/localnomad/), and anything for a real Nomad. When
@@ -40,6 +40,7 @@ class LocalNomad(Component):
         storage: ContainerStorage,
         vault_addr: str | None = None,
         vault_token: str | None = None,
+        registry: str | None = None,
         host: str = "127.0.0.1",
         name: str = "localnomad",
     ) -> None:
@@ -50,6 +51,7 @@ class LocalNomad(Component):
         self.storage = storage
         self.vault_addr = vault_addr
         self.vault_token = vault_token
+        self.registry = registry
 
     @property
     def addr(self) -> str:
@@ -78,6 +80,11 @@ class LocalNomad(Component):
             "--runtime", self.runtime,
             "--data-dir", str(self.state_dir / "data"),
         ]
+        if self.runtime == "podman":
+            # The same storage as the builder's, so a freshly built image needs no pull.
+            command += ["--podman-root", str(self.storage.base)]
+        if self.registry:
+            command += ["--registry-insecure", self.registry]
         if self.vault_addr:
             command += ["--vault-addr", self.vault_addr]
         if self.vault_token:
