@@ -46,8 +46,8 @@ from services.builder.sources import (
 )
 from shared.commands import BuildRequested, GitSource, ImageSource, UploadSource
 from shared.errors import BackendUnavailable, PermanentError
-from shared.records import AppSpec
 from shared.logging import get_logger
+from shared.records import AppSpec
 from shared.settings import BuilderSettings
 
 _log = get_logger(__name__)

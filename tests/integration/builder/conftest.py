@@ -8,9 +8,9 @@ with the offline busybox base image seeded once. Each builder gets its own build
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
-import subprocess
 from pathlib import Path
 from typing import Any
 
