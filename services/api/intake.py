@@ -1,0 +1,236 @@
+"""Accepting deploys: the one code path behind every call that starts one.
+
+`POST /deploys` (image, git, upload), config and secret changes, process changes,
+rollbacks and deploy requests published on NATS all end in `DeployIntake.submit`,
+which follows docs/decisions/0001-deploy-flow.md step 1 exactly:
+
+1. idempotency: claim the key (or replay the first deploy, or take over a claim whose
+   deploy never got queued);
+2. `prepare` (the caller's source-specific work: store an upload, write Vault) builds
+   the command;
+3. create the DeployRecord (`pending`);
+4. for source deploys: become the app's `latest_deploy_id` and supersede the previous
+   latest if it is still `pending`/`building` (latest wins), publishing
+   `deploy.superseded` + `deploy.finished`;
+5. publish the command with `Nats-Msg-Id = <deploy_id>:<step>`, then `deploy.accepted`.
+
+If NATS cannot confirm step 5 the deploy is marked `failed` ("could not queue") when
+NATS still lets us, and the caller answers 503: never a 202 for work that was not
+queued. It never waits for a build or a rollout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import msgspec
+
+from services.api.auth import Principal, Role, check_app_access
+from services.api.http_errors import InProgress, field_error
+from services.api.idempotency import Claim, IdempotencyEntry, IdempotencyStore
+from services.api.ids import new_deploy_id
+from shared.bus.connection import Bus
+from shared.bus.kv import Entry, TypedKV
+from shared.commands import encode_command
+from shared.errors import BackendUnavailable, ConflictError, NotFoundError
+from shared.events import DeployAccepted, DeployFinished, DeploySuperseded
+from shared.events.base import now
+from shared.logging import get_logger
+from shared.records import AppRecord, DeployRecord, ReleaseKind, StatusChange, transition
+
+log = get_logger(__name__)
+
+QUEUE_FAILED = "could not queue the deploy: NATS was unavailable"
+# A claim with no deploy record yet belongs to a request still running, unless older.
+STALE_CLAIM = timedelta(seconds=10)
+# Re-publishing a queued command is only safe while JetStream still dedupes its msg id.
+REPUBLISH_WINDOW = timedelta(seconds=240)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a deploy queues: a command on a work subject, with its step name."""
+
+    subject: str
+    command: msgspec.Struct
+    step: str  # "build" | "release"
+
+    def msg_id(self, deploy_id: str) -> str:
+        return f"{deploy_id}:{self.step}"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    deploy: DeployRecord
+    created: bool  # False: an idempotent replay of an earlier request
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    kind: ReleaseKind
+    source: str  # for people: "ghcr.io/x/y:1", "git <url>@<ref>", ...
+    description: str
+    supersedes: bool  # a source deploy: latest wins
+    prepare: Callable[[str], Awaitable[Work]]
+
+
+class DeployIntake:
+    def __init__(
+        self,
+        bus: Bus,
+        apps: TypedKV[AppRecord],
+        deploys: TypedKV[DeployRecord],
+        idempotency: IdempotencyStore,
+    ) -> None:
+        self.bus = bus
+        self.apps = apps
+        self.deploys = deploys
+        self.idempotency = idempotency
+
+    async def load_app(self, principal: Principal, name: str, need: Role) -> Entry[AppRecord]:
+        """The app if the caller may `need` on it: 404 for unknown/other team, 403 for role."""
+        entry = await self.apps.get(name)
+        if entry is None or entry.value.state == "destroyed":
+            raise NotFoundError(f"app {name} does not exist")
+        check_app_access(principal, name, entry.value.spec.team, need)
+        return entry
+
+    async def submit(
+        self,
+        principal: Principal,
+        app: str,
+        spec: DeploySpec,
+        *,
+        idempotency_key: str | None,
+        fingerprint: str,
+    ) -> Accepted:
+        deploy_id = new_deploy_id()
+        claim: Claim | None = None
+        if idempotency_key is not None:
+            claim = await self.idempotency.claim(app, idempotency_key, fingerprint, deploy_id)
+            if claim.existing is not None:
+                earlier = await self._replay(claim, fingerprint)
+                if earlier is not None:
+                    return Accepted(earlier, created=False)
+                try:
+                    claim = await self.idempotency.take_over(claim, fingerprint, deploy_id)
+                except ConflictError:
+                    raise InProgress("another request with this Idempotency-Key is in "
+                                     "progress; retry shortly") from None
+        try:
+            work = await spec.prepare(deploy_id)
+        except BaseException:
+            if claim is not None:
+                with contextlib.suppress(Exception):
+                    await self.idempotency.release(claim)
+            raise
+        payload = encode_command(work.command)
+        msg_id = work.msg_id(deploy_id)
+        if claim is not None:
+            await self.idempotency.record_command(
+                claim, IdempotencyEntry(deploy_id=deploy_id, fingerprint=fingerprint),
+                work.subject, payload, msg_id,
+            )
+        t = now()
+        record = DeployRecord(
+            id=deploy_id, app=app, kind=spec.kind, source=spec.source,
+            requested_by=principal.actor, description=spec.description,
+            created_at=t, updated_at=t, history=[StatusChange(status="pending", time=t)],
+        )
+        await self.deploys.create(deploy_id, record)
+        try:
+            if spec.supersedes:
+                await self._become_latest(app, deploy_id)
+            await self.bus.publish(work.subject, payload, msg_id=msg_id)
+        except BackendUnavailable:
+            await self._mark(deploy_id, "failed", QUEUE_FAILED)
+            raise
+        except NotFoundError:
+            await self._mark(deploy_id, "cancelled", "the app was destroyed")
+            raise
+        try:
+            await self.bus.publish_event(
+                DeployAccepted(app=app, deploy_id=deploy_id, kind=spec.kind, source=spec.source,
+                               requested_by=principal.actor, description=spec.description),
+                msg_id=f"{deploy_id}:accepted",
+            )
+        except BackendUnavailable as exc:
+            # The work is queued and will run: the answer is still an honest 202.
+            log.warning("deploy.accepted not published", app=app, deploy_id=deploy_id,
+                        error=str(exc))
+        log.info("deploy accepted", app=app, deploy_id=deploy_id, kind=spec.kind,
+                 actor=principal.actor)
+        return Accepted(record, created=True)
+
+    async def _replay(self, claim: Claim, fingerprint: str) -> DeployRecord | None:
+        """The earlier deploy for this key, or None when the claim may be taken over."""
+        earlier = claim.existing
+        assert earlier is not None
+        if earlier.fingerprint != fingerprint:
+            raise field_error("Idempotency-Key", "was already used for a different request")
+        age = now() - earlier.created_at
+        entry = await self.deploys.get(earlier.deploy_id)
+        if entry is None:
+            if age < STALE_CLAIM:
+                raise InProgress("another request with this Idempotency-Key is in progress; "
+                                 "retry shortly")
+            return None
+        deploy = entry.value
+        if deploy.status == "failed" and deploy.reason == QUEUE_FAILED:
+            return None
+        if deploy.status == "pending" and earlier.command and age < REPUBLISH_WINDOW:
+            # The first request may have died between writing the deploy and queueing it;
+            # the same msg id makes this a no-op for JetStream when it did queue it.
+            await self.bus.publish(earlier.subject, earlier.command, msg_id=earlier.msg_id)
+        return deploy
+
+    async def _become_latest(self, app: str, deploy_id: str) -> None:
+        previous: list[str | None] = [None]
+
+        def change(record: AppRecord) -> AppRecord | None:
+            if record.state == "destroyed":
+                return None
+            previous[0] = record.latest_deploy_id
+            record.latest_deploy_id = deploy_id
+            return record
+
+        if await self.apps.mutate(app, change) is None:
+            raise NotFoundError(f"app {app} does not exist")
+        if previous[0] and previous[0] != deploy_id:
+            await self._supersede(app, previous[0], deploy_id)
+
+    async def _supersede(self, app: str, old_id: str, new_id: str) -> None:
+        def change(record: DeployRecord) -> DeployRecord | None:
+            if record.status not in ("pending", "building"):
+                return None
+            if not transition(record, "superseded", f"superseded by {new_id}"):
+                return None
+            record.superseded_by = new_id
+            return record
+
+        entry = await self.deploys.mutate(old_id, change)
+        if entry is None:
+            return
+        log.info("deploy superseded", app=app, deploy_id=old_id, superseded_by=new_id)
+        await self.bus.publish_event(
+            DeploySuperseded(app=app, deploy_id=old_id, superseded_by=new_id),
+            msg_id=f"{old_id}:superseded",
+        )
+        await self.bus.publish_event(
+            DeployFinished(app=app, deploy_id=old_id, status="superseded",
+                           reason=f"superseded by {new_id}"),
+            msg_id=f"{old_id}:finished",
+        )
+
+    async def _mark(self, deploy_id: str, status: str, reason: str) -> None:
+        def change(record: DeployRecord) -> DeployRecord | None:
+            return record if transition(record, status, reason) else None  # type: ignore[arg-type]
+
+        try:
+            await self.deploys.mutate(deploy_id, change)
+        except Exception as exc:  # NATS is likely down too; the record stays pending
+            log.warning("could not mark deploy", deploy_id=deploy_id, status=status,
+                        error=repr(exc))

@@ -1,0 +1,53 @@
+"""Helpers for the api's integration tests: waiting, unique names, reading NATS state."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+
+
+def uniq(prefix: str = "app") -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+async def wait_for(
+    predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, interval: float = 0.02,
+    what: str = "condition",
+) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def stream_messages(
+    js: JetStreamContext, stream: str, subject_filter: str, limit: int = 10_000
+) -> list[tuple[int, str, bytes, dict[str, str]]]:
+    """Messages of `stream` matching the filter, oldest first: (seq, subject, data, headers).
+
+    Reads with direct gets, so it consumes nothing (work queues keep their messages).
+    """
+    out: list[tuple[int, str, bytes, dict[str, str]]] = []
+    seq = 1
+    while len(out) < limit:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=subject_filter, next=True)
+        except nats.js.errors.NotFoundError:
+            break
+        out.append((msg.seq or 0, msg.subject or "", msg.data or b"", dict(msg.headers or {})))
+        seq = (msg.seq or 0) + 1
+    return out
