@@ -104,13 +104,26 @@ def reschedule_time(alloc: dict[str, Any], policy: dict[str, Any] | None,
         delay = a
     if max_delay and delay > max_delay:
         delay = max_delay
-    failed_at = int(alloc.get("ModifyTime") or now)
-    return failed_at + delay
+    return failed_at(alloc, now) + delay
+
+
+def failed_at(alloc: dict[str, Any], now: int) -> int:
+    """When the alloc failed: its last task finish (Nomad's LastEventTime), or when it
+    was marked unhealthy. Not ModifyTime, which later bookkeeping writes move."""
+    from .deployments import parse_rfc3339
+
+    latest = 0.0
+    for state in (alloc.get("TaskStates") or {}).values():
+        latest = max(latest, parse_rfc3339(state.get("FinishedAt")) or 0.0)
+    if not latest:
+        latest = parse_rfc3339((alloc.get("DeploymentStatus") or {}).get("Timestamp")) or 0.0
+    return int(latest * 1e9) if latest else int(alloc.get("CreateTime") or now)
 
 
 def next_delay(alloc: dict[str, Any], policy: dict[str, Any]) -> int:
-    when = reschedule_time(alloc, policy, int(alloc.get("ModifyTime") or 0))
-    return max(0, (when or 0) - int(alloc.get("ModifyTime") or 0))
+    base = failed_at(alloc, 0)
+    when = reschedule_time(alloc, policy, base)
+    return max(0, (when or 0) - base)
 
 
 def group_done(ds: dict[str, Any]) -> bool:
@@ -188,7 +201,7 @@ def _classify(job: dict[str, Any], group: dict[str, Any], allocs: list[dict[str,
                 when = now
             if when is None:
                 live.append(a)  # exhausted: it keeps its slot, as in Nomad
-            elif when <= now:
+            elif when <= now + 5_000_000:  # timers fire a hair early
                 reschedule_now.append(a)
             else:
                 later.append((a, when))
