@@ -74,9 +74,14 @@ class PublishProgress:
 
 @dataclass(frozen=True)
 class FailInNomad:
-    """Fail the Nomad deployment now; `reason` is remembered for the explanation."""
+    """Fail the Nomad deployment now; `trigger` is remembered for the explanation."""
 
-    reason: str
+    trigger: str  # why the watcher did it: "failed early by Shaman", its own deadline
+    cause: str | None = None  # the evidence, when there is some
+
+    @property
+    def reason(self) -> str:
+        return f"{self.cause} ({self.trigger})" if self.cause else self.trigger
 
 
 @dataclass(frozen=True)
@@ -280,12 +285,11 @@ def _decide_running(obs: Observation, policy: Policy, actions: list[Action]) -> 
         unfixable = evidence.unfixable
         top = evidence.most_frequent()
         if unfixable is not None:
-            cause = describe_evidence(evidence)
-            actions.append(FailInNomad(f"{cause}; no restart can fix this, failed early by Shaman"))
+            actions.append(FailInNomad("no restart can fix this; failed early by Shaman",
+                                       describe_evidence(evidence)))
             return Decision(actions)
         if top is not None and top[1] >= max(1, policy.fail_fast_restarts):
-            cause = describe_evidence(evidence)
-            actions.append(FailInNomad(f"{cause}; failed early by Shaman"))
+            actions.append(FailInNomad("failed early by Shaman", describe_evidence(evidence)))
             return Decision(actions)
 
     if dep.Status == "paused" or "requires manual promotion" in dep.StatusDescription:

@@ -144,12 +144,14 @@ def failure_reason(
     """The one-line reason recorded on the deploy: what was seen, then what triggered it.
 
     `trigger` is who decided ("failed early by Shaman", "Nomad: Failed due to progress
-    deadline", ...). The evidence of task events wins over check output, which wins over
-    the bare trigger, because it is the more actionable of the three.
+    deadline", ...). Task failures win over a failing check's output, which wins over
+    Nomad's "unhealthy" and then the bare trigger: the more actionable comes first.
     """
-    cause = describe_evidence(evidence)
+    cause = describe_evidence(evidence) if evidence.failures else None
     if cause is None:
         cause = next((a.summary for a in allocations if a.check_output), None)
+    if cause is None:
+        cause = describe_evidence(evidence)  # unhealthy, with Nomad's words for why
     if cause is None and allocations:
         cause = allocations[0].summary
     return f"{cause} ({trigger})" if cause else trigger

@@ -282,11 +282,11 @@ class Reconciler:
             if notes.failed_deployment == dep.ID:
                 return False
             notes.failed_deployment = dep.ID
-            notes.fail_reason = action.reason
+            notes.fail_reason = action.trigger
             return True
 
         await self.outbox.update(obs.deploy.id, note)
-        why = "deadline" if "deadline" in action.reason else "fail_fast"
+        why = "deadline" if "deadline" in action.trigger else "fail_fast"
         log.info("failing nomad deployment", app=obs.deploy.app, deploy_id=obs.deploy.id,
                  deployment_id=dep.ID, reason=action.reason)
         try:

@@ -120,7 +120,7 @@ def job_spec(
         group["Services"] = [{
             "Name": app, "PortLabel": "http", "Provider": "nomad",
             "Checks": [{"Name": f"{app}-http", "Type": "http", "Path": "/health",
-                        "Interval": int(0.1 * S), "Timeout": int(0.5 * S)}],
+                        "Interval": S, "Timeout": S}],
         }]
     return {
         "ID": app, "Name": app, "Type": "service", "Datacenters": ["*"],
@@ -198,7 +198,9 @@ class Harness:
         assert entry is not None
         return entry.value
 
-    async def wait_status(self, deploy_id: str, *statuses: str, timeout: float = 20.0) -> DeployRecord:
+    async def wait_status(
+        self, deploy_id: str, *statuses: str, timeout: float = 20.0
+    ) -> DeployRecord:
         async def done() -> DeployRecord | None:
             entry = await self.deploys.get(deploy_id)
             return entry.value if entry and entry.value.status in statuses else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -13,15 +12,12 @@ T = TypeVar("T")
 POLL_S = 0.02  # how often the condition is evaluated, not a wait for anything
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[T | None] | T | None], timeout: float, what: str
-) -> T:
-    """Evaluate `predicate` until it returns something truthy; fail after `timeout`."""
+async def wait_for(predicate: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
+    """Await `predicate` until it returns something truthy; fail after `timeout`."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
-        result = predicate()
-        last = await result if inspect.isawaitable(result) else result
+        last = await predicate()
         if last:
             return last  # type: ignore[no-any-return]
         if time.monotonic() > deadline:

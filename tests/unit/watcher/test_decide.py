@@ -172,11 +172,11 @@ def test_failed_deployment_fails_the_deploy_and_rolls_back_to_last_healthy() -> 
 
 def test_failed_by_us_keeps_our_reason() -> None:
     notes = DeployNotes(deploy_id="d-1", failed_deployment="dep-1",
-                        fail_reason="task app exited with code 1 (2 times); failed early")
+                        fail_reason="failed early by Shaman")
     dep = deployment("failed", desc="Deployment marked as failed")
     fail = decide(observe(dep, notes=notes), POLICY).actions[-1]
     assert isinstance(fail, MarkFailed)
-    assert fail.trigger.startswith("task app exited with code 1")
+    assert fail.trigger == "failed early by Shaman"
 
 
 def test_progress_deadline_failure_is_named() -> None:
