@@ -155,3 +155,6 @@ class WatcherSettings(CommonSettings, NomadSettings):
     explain_max_allocs: int = 3  # failed allocations explained per rollout.failed
     log_tail_bytes: int = 4096  # bytes of each task log read for an explanation
     rollback_republish_after_s: float = 30.0  # no rollback deploy by then → publish again
+    # Fault injection for crash tests only ("" in production): the watcher process exits
+    # at once (exit code 137) when it reaches this named point, e.g. "after_outcome".
+    crashpoint: str = ""
