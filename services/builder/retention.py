@@ -83,7 +83,7 @@ class ImageRetention:
             report.skipped = "a deploy is in flight"
             return report
         app_entry = await self.apps.get(app)
-        releases = [e.value for e in await self.releases.values(prefix=app)]
+        releases = await self._releases_of(app)
         report.kept = pinned_digests(releases, app_entry.value if app_entry else None, self.keep)
         tags = await self.client.tags(self.registry, app)
         digests: set[str] = set()
@@ -99,6 +99,17 @@ class ImageRetention:
                 metrics.IMAGES_DELETED.inc()
                 log.info("image deleted by retention", app=app, digest=digest)
         return report
+
+    async def _releases_of(self, app: str) -> list[ReleaseRecord]:
+        # Filtered here, not with TypedKV.keys(prefix): nats-py's kv.keys(filters=...)
+        # matches filters as substrings, so a "<app>.>" filter finds nothing.
+        out = []
+        for key in await self.releases.keys():
+            if key.startswith(f"{app}."):
+                entry = await self.releases.get(key)
+                if entry is not None:
+                    out.append(entry.value)
+        return out
 
     async def run_forever(self, interval_s: float) -> None:
         while True:
