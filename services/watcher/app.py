@@ -95,6 +95,7 @@ async def create_app(settings: WatcherSettings) -> AsyncIterator[WatcherApp]:
             explain_max_allocs=settings.explain_max_allocs,
             log_tail_bytes=settings.log_tail_bytes,
             rollback_republish_after_s=settings.rollback_republish_after_s,
+            crashpoint=settings.crashpoint,
         )
         stream = NomadEventStream(
             settings.nomad_addr, token=token, namespace=settings.nomad_namespace,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
@@ -107,6 +108,7 @@ class Reconciler:
         explain_max_allocs: int = 3,
         log_tail_bytes: int = 4096,
         rollback_republish_after_s: float = 30.0,
+        crashpoint: str = "",
     ) -> None:
         self.nomad = nomad
         self.checks = checks
@@ -118,6 +120,7 @@ class Reconciler:
         self.explain_max_allocs = explain_max_allocs
         self.log_tail_bytes = log_tail_bytes
         self.rollback_republish_after_s = rollback_republish_after_s
+        self.crashpoint = crashpoint
         self._versions: OrderedDict[tuple[str, int, int], JobVersion] = OrderedDict()
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._progress: dict[str, str] = {}  # deploy id → last published progress digest
@@ -320,6 +323,7 @@ class Reconciler:
 
         entry = await self.deploys.mutate(deploy.id, to_healthy)
         if entry is not None:
+            self._crash("after_healthy")
             metrics.OUTCOMES.labels("healthy").inc()
             log.info("deploy healthy", app=deploy.app, deploy_id=deploy.id,
                      release=deploy.release, deployment_id=dep.ID)
@@ -425,6 +429,7 @@ class Reconciler:
             metrics.OUTCOMES.labels("failed").inc()
             log.info("deploy failed", app=deploy.app, deploy_id=deploy.id, reason=reason,
                      rollback_to=action.rollback_to, crash_loop=action.crash_loop)
+        self._crash("after_outcome")
         notes = await self.outbox.read(deploy.id)
 
         if won and action.crash_loop:
@@ -477,6 +482,7 @@ class Reconciler:
                 await self.outbox.bus.publish_command(
                     release_work_subject(deploy.app), command,
                     msg_id=msg_id(deploy.id, STEP_ROLLBACK_COMMAND))
+                self._crash("after_rollback_command")
                 updated = await self.outbox.mark(deploy.id, STEP_ROLLBACK_COMMAND)
                 notes.published = updated.published
             else:
@@ -604,6 +610,12 @@ class Reconciler:
         ))
 
     # -- small helpers --------------------------------------------------------------------
+
+    def _crash(self, point: str) -> None:
+        """Die here, like kill -9, when a crash test armed this point (settings.crashpoint)."""
+        if self.crashpoint and self.crashpoint == point:
+            log.warning("crashpoint reached: exiting", point=point)
+            os._exit(137)
 
     async def _deploy(self, deploy_id: str) -> DeployRecord | None:
         entry = await self.deploys.get(deploy_id)

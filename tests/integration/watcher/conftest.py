@@ -17,6 +17,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -46,6 +50,7 @@ from .waiting import wait_for
 
 _names = itertools.count(1)
 S = 1_000_000_000
+REPO = Path(__file__).resolve().parents[3]
 
 
 @contextlib.contextmanager
@@ -140,6 +145,7 @@ class Harness:
     deploys: TypedKV[DeployRecord]
     nomad: nomad.Nomad
     watchers: list[WatcherApp] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     def settings(self, **overrides: Any) -> WatcherSettings:
@@ -160,6 +166,29 @@ class Harness:
 
     async def close(self) -> None:
         await self._stack.aclose()
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+
+    def spawn_watcher(self, log_path: Path, **overrides: Any) -> subprocess.Popen[bytes]:
+        """`python -m services.watcher` as its own process, configured by the environment
+        exactly as in production, so a test can SIGKILL it."""
+        env = dict(os.environ)
+        settings = self.settings(**overrides)
+        env.update({
+            "NATS_URL": self.nats_url, "NOMAD_ADDR": self.nomad_addr,
+            "SHAMAN_LOG_FORMAT": "console",
+        })
+        for name in ("http_addr", "relist_interval_s", "fail_fast_restarts",
+                     "crash_loop_window_s", "deadline_grace_s", "checkpoint_interval_s",
+                     "stream_backoff_max_s", "rollback_republish_after_s", "crashpoint"):
+            env[f"SHAMAN_{name.upper()}"] = str(getattr(settings, name))
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "services.watcher"], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.processes.append(proc)
+        return proc
 
     # -- records, as the api and the scheduler write them ------------------------------
 
