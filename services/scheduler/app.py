@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from services.scheduler import metrics
+from services.scheduler.crashpoints import Crashpoints
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import RegistryChecker
 from services.scheduler.release_commands import ReleaseCommandHandler
@@ -112,9 +113,10 @@ class SchedulerApp:
             stack.push_async_callback(session.close)
             registry = RegistryChecker(session, s.registry, s.registry_timeout_s)
 
+        crashpoints = Crashpoints(s.crashpoint)
         self.reconciler = Reconciler(
             self.bus, self.stores, self.nomad, JobRenderer(render_settings(s)),
-            nomad_retry_deadline_s=s.nomad_retry_deadline_s,
+            nomad_retry_deadline_s=s.nomad_retry_deadline_s, crashpoints=crashpoints,
         )
         self.queue = WorkQueue(
             self.reconciler.reconcile,
@@ -127,7 +129,7 @@ class SchedulerApp:
 
         self.handler = ReleaseCommandHandler(
             self.bus, self.stores, self.queue, registry=registry,
-            reconcile_wait_s=s.command_reconcile_wait_s,
+            reconcile_wait_s=s.command_reconcile_wait_s, crashpoints=crashpoints,
         )
 
         self.tasks = BackgroundTasks("scheduler")

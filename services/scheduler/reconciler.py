@@ -32,6 +32,7 @@ from datetime import timedelta
 from typing import Any
 
 from services.scheduler import metrics
+from services.scheduler.crashpoints import Crashpoints
 from services.scheduler.drift import drift_reason
 from services.scheduler.renderer import META_APP, JobRenderer, RenderError
 from services.scheduler.store import Stores, fail_deploy
@@ -55,7 +56,9 @@ class Reconciler:
         renderer: JobRenderer,
         *,
         nomad_retry_deadline_s: float,
+        crashpoints: Crashpoints | None = None,
     ) -> None:
+        self.crashpoints = crashpoints or Crashpoints()
         self.bus = bus
         self.stores = stores
         self.nomad = nomad
@@ -151,6 +154,7 @@ class Reconciler:
         if must_register:
             enforce = int(plan.get("JobModifyIndex") or 0)
             answer = await self.nomad.register_job(desired, enforce_index=enforce)
+            self.crashpoints.reach("after_nomad_register")
             outcome = "created" if actual is None else "updated"
             job_modify_index = int(answer.get("JobModifyIndex") or 0)
         else:

@@ -43,6 +43,7 @@ from datetime import timedelta
 import msgspec
 
 from services.scheduler import metrics
+from services.scheduler.crashpoints import Crashpoints
 from services.scheduler.registry import RegistryChecker
 from services.scheduler.releases import (
     ReleaseCommandWithDeploy,
@@ -118,7 +119,9 @@ class ReleaseCommandHandler:
         *,
         registry: RegistryChecker | None,
         reconcile_wait_s: float = 20.0,
+        crashpoints: Crashpoints | None = None,
     ) -> None:
+        self.crashpoints = crashpoints or Crashpoints()
         self.bus = bus
         self.stores = stores
         self.queue = queue
@@ -380,6 +383,7 @@ class ReleaseCommandHandler:
                 # crash): move the counter past it and try the next one.
                 await self.stores.apps.mutate(name, _skip_past(version))
                 continue
+            self.crashpoints.reach("after_release_created")
             metrics.RELEASES_CREATED.labels(kind=release.kind).inc()
             log.info("release created", app=name, release=version, deploy_id=deploy.id,
                      kind=release.kind, description=release.description)
