@@ -236,7 +236,7 @@ class Harness:
 
 @pytest.fixture
 async def harness(sched_nats: str, sched_nomad: str) -> AsyncIterator[Harness]:
-    bus = await connect_bus(CommonSettings(nats_url=sched_nats), "scheduler-test")
+    bus = await connect_bus(CommonSettings(nats_url=sched_nats), "scheduler-test")  # type: ignore[call-arg]
     await provision(bus.js)
     nomad = NomadClient(sched_nomad, timeout_s=5.0)
     h = Harness(bus, await Stores.open(bus), nomad, sched_nomad, sched_nats)
