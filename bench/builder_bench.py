@@ -94,6 +94,13 @@ async def queued_builds(
     return elapsed
 
 
+def remove_working_containers(work: Path) -> None:
+    for storage in work.glob("storage-*"):
+        buildah = BuildahStorage(storage)
+        subprocess.run(buildah.command("rm", "--all"), env=buildah.env(), capture_output=True,
+                       check=False)
+
+
 def hello_files() -> dict[str, str]:
     hello = REPO_ROOT / "examples" / "hello"
     if (hello / "Containerfile").exists():
@@ -157,10 +164,7 @@ async def run(count: int) -> dict[str, Any]:
                 registry.stop()
         finally:
             nats.stop()
-            for storage in work.glob("storage-*"):
-                b = BuildahStorage(storage)
-                subprocess.run(b.command("rm", "--all"), env=b.env(), capture_output=True,
-                               check=False)
+            remove_working_containers(work)
     return {
         "benchmark": "builder",
         "queued_builds": count,
