@@ -54,19 +54,20 @@ RUN echo "slow step starts" && sleep {seconds} && echo "slow step ends"
 
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[T | None] | T | None],
+    predicate: Callable[[], Any],
     timeout: float = 30.0,
     interval: float = 0.05,
     what: str = "condition",
-) -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+) -> Any:
+    """Poll `predicate` (sync or async) until it returns something truthy, and return that;
+    fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+        if isinstance(result, Awaitable):
             result = await result
         if result:
-            return result  # type: ignore[return-value]
+            return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)

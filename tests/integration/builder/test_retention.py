@@ -69,7 +69,7 @@ async def test_retention_deletes_only_images_no_kept_release_pins(
         kept = [await exists(running, r.image or "") for r in records]
     # v1 (last healthy), v3 and v4 (the last two) stay; v2 and the unreleased build go.
     assert kept == [True, False, True, True, False]
-    assert sorted(report.deleted) == sorted([records[1].digest, records[4].digest])
+    assert sorted(report.deleted) == sorted([str(records[1].digest), str(records[4].digest)])
 
 
 async def test_retention_skips_an_app_with_a_deploy_in_flight(
