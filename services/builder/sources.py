@@ -149,6 +149,12 @@ def extract_tarball(data: bytes, dest: Path) -> Path:
                 raise SourceError(f"uploaded source has more than {MAX_MEMBERS} entries")
             if sum(m.size for m in members) > MAX_EXTRACTED_BYTES:
                 raise SourceError("uploaded source is larger than 2 GiB when unpacked")
+            for member in members:
+                # The data filter would strip the slash; an absolute name in a source
+                # upload is a mistake or an attack, and worth saying so.
+                if member.name.startswith("/"):
+                    raise SourceError(f"uploaded source has an unsafe entry: {member.name!r} "
+                                      "is an absolute path")
             tar.extractall(dest, filter="data")
     except tarfile.FilterError as exc:
         raise SourceError(f"uploaded source has an unsafe entry: {exc}") from exc

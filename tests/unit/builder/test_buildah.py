@@ -1,0 +1,63 @@
+"""buildah command lines, the failing-step tracker and Containerfile lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.builder.buildah import (
+    BuildahStorage,
+    StepTracker,
+    build_command,
+    find_containerfile,
+    push_command,
+)
+
+
+def test_build_and_push_commands_use_our_storage_and_flags(tmp_path: Path) -> None:
+    storage = BuildahStorage(tmp_path)
+    argv = build_command(storage, context=tmp_path / "src", containerfile=tmp_path / "src/C",
+                         tag="r:5000/app:abc", build_args={"REGISTRY": "r:5000"},
+                         tls_verify=False)
+    assert argv[:7] == ["buildah", "--root", str(tmp_path / "root"), "--runroot",
+                        str(tmp_path / "run"), "--storage-driver", "overlay"]
+    for flag in ("--isolation", "chroot", "--layers", "--tls-verify=false", "REGISTRY=r:5000"):
+        assert flag in argv
+    push = push_command(storage, tag="r:5000/app:abc", digestfile=tmp_path / "d",
+                        tls_verify=True)
+    assert push[-2:] == ["r:5000/app:abc", "docker://r:5000/app:abc"]
+    assert "--tls-verify=true" in push and "--digestfile" in push
+
+
+def test_storage_env_points_at_its_containers_conf(tmp_path: Path) -> None:
+    storage = BuildahStorage(tmp_path).prepare()
+    env = storage.env()
+    assert env["CONTAINERS_CONF"] == str(tmp_path / "containers.conf")
+    assert "default_ulimits = []" in (tmp_path / "containers.conf").read_text()
+    assert not any(key.startswith("VAULT_") for key in env)
+
+
+def test_step_tracker_names_the_failing_step() -> None:
+    tracker = StepTracker()
+    for line in [
+        "STEP 1/4: FROM r/library/busybox:stable",
+        "STEP 2/4: RUN echo ok",
+        "ok",
+        "STEP 3/4: RUN make && exit 3",
+        "subprocess exited with status 3",
+        'Error: building at STEP "RUN make && exit 3": exit status 3',
+    ]:
+        tracker.observe(line)
+    assert tracker.step == "RUN make && exit 3"
+    assert tracker.describe() == "STEP 3/4: RUN make && exit 3"
+    assert tracker.error == "exit status 3"
+
+
+def test_find_containerfile(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    assert find_containerfile(tmp_path, "Containerfile") == (tmp_path / "Dockerfile").resolve()
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "Web.containerfile").write_text("FROM scratch\n")
+    assert find_containerfile(tmp_path, "deploy/Web.containerfile") == (
+        tmp_path / "deploy/Web.containerfile").resolve()
+    assert find_containerfile(tmp_path, "../../etc/passwd") is None
+    assert find_containerfile(tmp_path / "deploy", "Containerfile") is None
