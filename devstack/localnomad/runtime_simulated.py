@@ -11,6 +11,7 @@ Timing is real (asyncio timers); tests keep it small with small nanosecond durat
 from __future__ import annotations
 
 import asyncio
+import string
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -132,7 +133,9 @@ class SimulatedRuntime:
         self.running[(spec.alloc_id, spec.task)] = sim
         spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
         with spec.stdout_path.open("a") as out:
-            out.write(b.stdout if b.stdout is not None else
+            # `stdout` may name task env vars ($NAME), so tests can see what a task was given.
+            out.write(string.Template(b.stdout).safe_substitute(spec.env)
+                      if b.stdout is not None else
                       f"simulated task {spec.task} started (alloc {spec.alloc_id[:8]})\n")
         spec.stderr_path.touch()
         if b.crash_on_start is not None:

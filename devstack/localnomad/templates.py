@@ -384,7 +384,11 @@ class TemplateRenderer:
         if not result:
             raise TemplateError(f"vault.read({path}): no secret exists at {path}")
         if isinstance(result, dict):
-            return result
+            # consul-template exposes Vault's JSON under Go field names: .Data, .LeaseID...
+            return {"Data": result.get("data"), "LeaseID": result.get("lease_id", ""),
+                    "LeaseDuration": result.get("lease_duration", 0),
+                    "Renewable": result.get("renewable", False),
+                    "Warnings": result.get("warnings")}
         raise TemplateError(f"vault.read({path}): unexpected response")
 
     async def read_secret(self, path: str) -> dict[str, Any]:
