@@ -18,9 +18,11 @@ deployment (compose.yaml describes that shape).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +61,9 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 
 CONFIG_FILE = "stack.json"
+
+#: podman refuses a longer runroot (its sockets live under it); localnomad checks the same.
+MAX_RUNROOT_CHARS = 50
 
 #: What each step cannot work without; a failed dependency skips the step with that reason.
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
@@ -224,8 +229,17 @@ class StackConfig:
 
     @property
     def storage(self) -> ContainerStorage:
-        """Podman/buildah storage shared by localnomad, the builder and `dev` builds."""
-        return ContainerStorage(self.home / "containers")
+        """Podman/buildah storage shared by localnomad, the builder and `dev` builds.
+
+        `HOME/containers`, unless that makes podman's runroot longer than it accepts (unix
+        socket paths under it are limited to 108 bytes): then a directory in the system's
+        temp dir named after the home, so every command for this stack still finds it.
+        """
+        base = self.home / "containers"
+        if len(str(ContainerStorage(base).runroot)) > MAX_RUNROOT_CHARS:
+            digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+            base = Path(tempfile.gettempdir()) / f"shaman-containers-{digest}"
+        return ContainerStorage(base)
 
     # -- secrets the stack generates -----------------------------------------------------------
 

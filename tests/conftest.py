@@ -81,7 +81,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def container_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerStorage]:
-    storage = ContainerStorage(tmp_path_factory.mktemp("containers")).prepare()
+    # A short name: podman's runroot (base/run) must stay within 50 characters.
+    storage = ContainerStorage(tmp_path_factory.mktemp("cs")).prepare()
     yield storage
     remove_containers(storage)
 
