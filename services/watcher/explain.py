@@ -11,6 +11,7 @@ It does not decide whether something failed (decide.py) and reads nothing itself
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from services.watcher.failures import Evidence, TaskFailure, unhealthy_reason
@@ -93,10 +94,29 @@ def describe_checks(checks: Iterable[CheckResult]) -> str | None:
     return f"health check {name} failing: {code}{_clip(check.Output, 200)}"
 
 
+# An app that prints its own credentials would otherwise have them copied onto the
+# timeline. The watcher never sees secret values, so it can only recognise their shape:
+# `NAME=value` / `"name": value` for credential-like names, bearer tokens, URL passwords.
+_CREDENTIAL = re.compile(
+    r"""(?i)(\b[\w.-]*(?:token|passw(?:or)?d|secret|api[_-]?key|private[_-]?key|credential)"""
+    r"""[\w.-]*["']?\s*[:=]\s*)("[^"]*"|'[^']*'|\S+)"""
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^@\s/]+@")
+REDACTED = "[REDACTED]"
+
+
+def scrub(line: str) -> str:
+    """Blank what looks like a credential in one log line."""
+    line = _CREDENTIAL.sub(lambda m: m.group(1) + REDACTED, line)
+    line = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", line)
+    return _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", line)
+
+
 def log_tail(text: str, lines: int = MAX_LOG_LINES) -> list[str]:
-    """The last `lines` non-empty lines of a log, each clipped."""
+    """The last `lines` non-empty lines of a log, scrubbed of credentials and clipped."""
     kept = [line.rstrip() for line in text.splitlines() if line.strip()]
-    return [_clip(line, 300) for line in kept[-lines:]]
+    return [_clip(scrub(line), 300) for line in kept[-lines:]]
 
 
 def _event_lines(alloc: Allocation, task: str) -> list[str]:

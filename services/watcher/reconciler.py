@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +88,8 @@ VERSION_CACHE_SIZE = 20_000
 SETTLED_CACHE_SIZE = 20_000
 # After FailInNomad, look again soon: the status change's event may be lost.
 AFTER_FAIL_REQUEUE_S = 0.5
+NO_RECORD_REQUEUE_S = 5.0
+_DEPLOY_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")  # a KV key token (shared.subjects)
 WATCHER = "shaman-watcher"
 
 
@@ -192,13 +195,17 @@ class Reconciler:
     ) -> float | None:
         version = await self._version(dep)
         deploy_id = version.deploy_id if version is not None else None
+        if deploy_id is not None and not _DEPLOY_ID.match(deploy_id):
+            deploy_id = None  # Meta is anyone's input: only ids Shaman could have made
         if deploy_id is None:
             if not dep.active:
                 self._settle(dep.ID)  # not a Shaman rollout (or its version was pruned)
             return None
         entry = await self.deploys.get(deploy_id)
         if entry is None:
-            return None if not dep.active else 1.0
+            # Not (yet) a deploy Shaman knows; the api writes the record before anything
+            # reaches Nomad, so this is rare: look again later, not in a tight loop.
+            return None if not dep.active else NO_RECORD_REQUEUE_S
         deploy = entry.value
         notes = await self.outbox.read(deploy_id)
 

@@ -102,3 +102,19 @@ def test_log_tail_keeps_the_last_lines() -> None:
 
 def test_reason_without_any_evidence_is_the_trigger() -> None:
     assert failure_reason("no progress", gather_evidence([]), []) == "no progress"
+
+
+def test_log_tail_scrubs_what_looks_like_a_credential() -> None:
+    text = "\n".join([
+        "DATABASE_PASSWORD=hunter2 connecting",
+        'config: {"api_key": "abc123", "port": 8080}',
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig",
+        "dial postgres://app:s3cret@db:5432/app failed",
+        "plain line stays",
+    ])
+    tail = log_tail(text)
+    joined = "\n".join(tail)
+    for secret in ("hunter2", "abc123", "eyJhbGciOiJIUzI1NiJ9", "s3cret"):
+        assert secret not in joined
+    assert tail[-1] == "plain line stays"
+    assert "port" in tail[1] and "8080" in tail[1]
