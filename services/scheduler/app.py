@@ -94,7 +94,10 @@ class SchedulerApp:
         s = self.settings
         stack = self._stack
 
-        self.bus = await connect_bus(s, f"scheduler-{s.instance_id}")
+        # A short drain timeout: WorkConsumer.stop leaves its pull subscription open, and a
+        # fetch reply arriving after the loop stopped is never consumed, so drain() would
+        # otherwise wait its default 30 s for it (reported to the bus owner).
+        self.bus = await connect_bus(s, f"scheduler-{s.instance_id}", drain_timeout=2)
         stack.push_async_callback(self.bus.close)
         await provision(self.bus.js, s.stream_replicas)
         self.stores = await Stores.open(self.bus)
