@@ -83,9 +83,9 @@ def test_template_renders_vault_secrets_into_env(
     assert "p\\\"w 1" not in requests.get(f"{ln.url}/v1/allocation/{alloc['ID']}",
                                           timeout=5).text
 
-    client.jobs.register_job({"Job": template_job("tpl2", "secret/data/web")})
     requests.post(f"{ln.url}/_localnomad/behaviors",
                   json={"job": "tpl2", "stdout": "pass=[$DB_PASS]\n"}, timeout=5)
+    client.jobs.register_job({"Job": template_job("tpl2", "secret/data/web")})
     alloc2 = wait_until(lambda: [a for a in client.job.get_allocations("tpl2")
                                  if a["ClientStatus"] == "running"], 10, what="running")[0]
     assert logs(ln.url, alloc2["ID"]) == "pass=[second]\n"
