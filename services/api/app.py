@@ -74,12 +74,14 @@ def build_web_app(ctx: ApiContext) -> web.Application:
 @asynccontextmanager
 async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
     async with AsyncExitStack() as stack:
-        bus = await connect_bus(settings, f"api-{settings.instance_id}")
+        # drain_timeout: a pull subscription that ever saw a stale status message keeps
+        # an unfinished queue item in nats-py and would hold drain() for the default 30 s.
+        bus = await connect_bus(settings, f"api-{settings.instance_id}", drain_timeout=3)
         stack.push_async_callback(bus.close)
         await provision(bus.js, settings.stream_replicas)
         js = bus.js
         apps = TypedKV(await js.key_value(s.KV_APPS), AppRecord)
-        tokens = TokenStore(TypedKV(await js.key_value(s.KV_TOKENS), TokenRecord))
+        tokens = TokenStore(TypedKV(await js.key_value(s.KV_TOKENS), TokenRecord), bus)
         if settings.admin_token is not None:
             await tokens.ensure_bootstrap(settings.admin_token.get_secret_value())
         deploys = TypedKV(await js.key_value(s.KV_DEPLOYS), DeployRecord)

@@ -26,9 +26,12 @@ from typing import Literal
 import msgspec
 
 from services.api.http_errors import Forbidden, Unauthorized
+from services.api.kv_listing import kv_keys, kv_values
+from shared.bus.connection import Bus
 from shared.bus.kv import TypedKV
 from shared.errors import ConflictError, NotFoundError
 from shared.events.base import now
+from shared.subjects import KV_TOKENS
 
 Role = Literal["admin", "deployer", "viewer"]
 ALL_TEAMS = "*"
@@ -114,8 +117,9 @@ def parse_bearer(header: str | None) -> str:
 
 
 class TokenStore:
-    def __init__(self, kv: TypedKV[TokenRecord]) -> None:
+    def __init__(self, kv: TypedKV[TokenRecord], bus: Bus) -> None:
         self.kv = kv
+        self.bus = bus
 
     async def authenticate(self, token: str) -> Principal:
         if len(token) > 512:
@@ -154,13 +158,14 @@ class TokenStore:
         return token, record
 
     async def list(self) -> list[TokenRecord]:
-        return sorted((e.value for e in await self.kv.values()), key=lambda r: r.created_at)
+        entries = await kv_values(self.bus, self.kv, KV_TOKENS)
+        return sorted((e.value for e in entries), key=lambda r: r.created_at)
 
     async def revoke(self, token_id: str) -> TokenRecord:
         if not token_id.startswith("tok_") or len(token_id) != 20:
             raise NotFoundError(f"token {token_id} does not exist")
         prefix = token_id[4:]
-        for key in await self.kv.keys():
+        for key in await kv_keys(self.bus, KV_TOKENS):
             if key.startswith(prefix):
                 entry = await self.kv.get(key)
                 if entry is not None:

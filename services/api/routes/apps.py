@@ -10,6 +10,7 @@ from services.api.auth import Principal
 from services.api.http_errors import AlreadyExists, Forbidden, field_error
 from services.api.idempotency import fingerprint
 from services.api.intake import DeploySpec, Work
+from services.api.kv_listing import kv_keys, kv_values
 from services.api.models import AppChanged, AppCreate, AppDeleted, AppList, AppPatch, AppView
 from services.api.routing import Call, RouteSpec, json_response
 from services.api.source_deploys import check_registry
@@ -26,7 +27,7 @@ from shared.records import (
     RolloutPolicy,
     release_key,
 )
-from shared.subjects import release_work_subject
+from shared.subjects import KV_APPS, KV_DEPLOYS, KV_RELEASES, release_work_subject
 
 log = get_logger(__name__)
 
@@ -70,7 +71,7 @@ async def create_app_route(call: Call) -> web.StreamResponse:
 
 
 async def list_apps(call: Call) -> web.StreamResponse:
-    entries = await call.ctx.apps.values()
+    entries = await kv_values(call.ctx.bus, call.ctx.apps, KV_APPS)
     visible = [app_view(e.value) for e in entries
                if e.value.state != "destroyed" and call.principal.covers(e.value.spec.team)]
     visible.sort(key=lambda a: a.name)
@@ -203,9 +204,10 @@ async def delete_app(call: Call) -> web.StreamResponse:
 
 async def _remove_records(call: Call, app: str) -> None:
     ctx = call.ctx
-    for key in await ctx.releases.keys(app):
+    for key in await kv_keys(ctx.bus, KV_RELEASES, app):
         await ctx.releases.delete(key)
-    deploy_ids = [e.key for e in await ctx.deploys.values() if e.value.app == app]
+    deploy_ids = [e.key for e in await kv_values(ctx.bus, ctx.deploys, KV_DEPLOYS)
+                  if e.value.app == app]
     await asyncio.gather(*(ctx.deploys.delete(k) for k in deploy_ids))
     await ctx.apps.delete(app)
 

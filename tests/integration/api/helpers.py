@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -51,3 +52,37 @@ async def stream_messages(
         out.append((msg.seq or 0, msg.subject or "", msg.data or b"", dict(msg.headers or {})))
         seq = (msg.seq or 0) + 1
     return out
+
+
+class SseStream:
+    """A minimal SSE reader over an aiohttp response: events as (id, data-dict)."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.comments = 0
+
+    async def next_event(self, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+        return await asyncio.wait_for(self._next(), timeout)
+
+    async def _next(self) -> tuple[int, dict[str, Any]]:
+        event_id: int | None = None
+        data: list[str] = []
+        while True:
+            raw = await self.response.content.readline()
+            if not raw:
+                raise EOFError("the event stream ended")
+            line = raw.decode().rstrip("\n")
+            if line == "":
+                if data:
+                    assert event_id is not None, "every event carries an id"
+                    return event_id, json.loads("\n".join(data))
+                continue
+            if line.startswith(":"):
+                self.comments += 1
+            elif line.startswith("id: "):
+                event_id = int(line[4:])
+            elif line.startswith("data: "):
+                data.append(line[6:])
+
+    async def events(self, count: int, timeout: float = 10.0) -> list[tuple[int, dict[str, Any]]]:
+        return [await self.next_event(timeout) for _ in range(count)]
