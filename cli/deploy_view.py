@@ -15,15 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from cli.output import Output
 from cli.timeline import describe, failure_details, group_summary
 
-STATUS_WORDS = {
-    "pending": "queued",
-    "building": "building",
-    "deploying": "rolling out",
-    "healthy": "healthy",
-    "failed": "failed",
-    "rolled_back": "rolled back",
-    "superseded": "superseded",
-    "cancelled": "cancelled",
+PHASES = {"pending": 0, "building": 1, "deploying": 2}
+PHASE_WORDS = {"pending": "queued", "building": "building", "deploying": "rolling out"}
+#: The phase an event shows the deploy has reached (the record, polled, may lag behind).
+EVENT_PHASES = {
+    "build.started": "building", "build.log": "building", "build.succeeded": "building",
+    "release.created": "deploying", "rollout.submitted": "deploying",
+    "rollout.progress": "deploying",
 }
 
 
@@ -34,20 +32,21 @@ class HumanView:
         self._progress: Progress | None = None
         self._tasks: dict[tuple[str, str], TaskID] = {}
         self._last_plain: dict[tuple[str, str], str] = {}
-        self._last_status: str | None = None
+        self._phase = -1
 
     # -- DeployView ------------------------------------------------------------------
 
     def status(self, deploy: dict[str, Any]) -> None:
-        status = deploy.get("status")
-        if status is None or status == self._last_status:
-            return
-        self._last_status = str(status)
-        self._line(f"==> {STATUS_WORDS.get(str(status), status)}", style="bold")
+        # Outcomes are the final report's to print; only the way there is shown here.
+        self._enter(str(deploy.get("status")))
 
     def event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         rollback = str(event.get("deploy_id", "")).endswith("-rollback")
+        if kind == "deploy.finished" and not rollback:
+            return  # the final report says it, with the reason
+        if not rollback:
+            self._enter(EVENT_PHASES.get(str(kind), ""))
         if kind == "build.log":
             for line in event.get("lines") or []:
                 self._line(f"  {line}", style=None)
@@ -71,6 +70,14 @@ class HumanView:
         self._stop_progress()
 
     # -- internals ---------------------------------------------------------------------
+
+    def _enter(self, status: str) -> None:
+        """Announce a phase once, in order, whichever source (record or event) saw it first."""
+        phase = PHASES.get(status)
+        if phase is None or phase <= self._phase:
+            return
+        self._phase = phase
+        self._line(f"==> {PHASE_WORDS[status]}", style="bold")
 
     def _line(self, text: str, style: str | None) -> None:
         target = self._progress.console if self._progress is not None else self.console

@@ -6,8 +6,8 @@ words on stdout/stderr, the `--json` documents. Images are built with buildah FR
 stack's seeded busybox and pushed to the stack's registry: `hello` (examples/hello, healthy)
 and `crash` (its process exits 1 at once).
 
-Rollouts use tiny timings (min healthy time 0.2 s, health checks every 0.5 s) so a deploy
-takes seconds; the CLI's own `--timeout` bounds every wait.
+Rollouts use tiny timings (min healthy time 0.2 s, health checks every 1 s, Nomad's
+minimum) so a deploy takes seconds; the CLI's own `--timeout` bounds every wait.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ CMD ["/bin/sh", "-c", "echo 'cli-e2e: refusing to start: MISSING_SETTING is not 
 FAST_ROLLOUT = [
     "--port", "8080", "--health-path", "/health",
     "--min-healthy-time", "0.2", "--healthy-deadline", "20", "--progress-deadline", "30",
-    "--set", "health.interval_s=0.5", "--set", "health.timeout_s=0.5",
+    "--set", "health.interval_s=1", "--set", "health.timeout_s=1",
 ]
 
 
