@@ -37,6 +37,8 @@ from shared.tasks import BackgroundTasks
 
 log = get_logger(__name__)
 
+DRAIN_TIMEOUT_S = 3
+
 
 @dataclass
 class BuilderApp:
@@ -74,7 +76,12 @@ def consumer_spec(settings: BuilderSettings) -> ConsumerSpec:
 @asynccontextmanager
 async def create_app(settings: BuilderSettings) -> AsyncIterator[BuilderApp]:
     async with AsyncExitStack() as stack:
-        bus = await connect_bus(settings, f"builder:{settings.instance_id}")
+        # A short drain: everything this service publishes is confirmed (PubAck) before
+        # a handler returns, and nats-py's pull subscriptions can leave drain waiting for
+        # its full default of 30 s (a message taken by fetch's get_nowait is never marked
+        # done in the subscription's queue).
+        bus = await connect_bus(settings, f"builder:{settings.instance_id}",
+                                drain_timeout=DRAIN_TIMEOUT_S)
         stack.push_async_callback(bus.close)
         await provision(bus.js, settings.stream_replicas)
 

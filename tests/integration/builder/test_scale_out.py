@@ -83,7 +83,7 @@ async def test_sigkill_mid_build_is_finished_once_by_another_copy(
     builder, builder_settings, platform: Platform, tmp_path: Path
 ) -> None:
     app = unique("kill")
-    seconds = "7.531"
+    seconds = "4.531"
     url, _ = make_git_repo(tmp_path / "repo", {
         "Containerfile": SLOW_CONTAINERFILE.format(seconds=seconds), "marker": app,
     })
