@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import aiohttp
+
 from services.scheduler.app import SchedulerApp
+from shared import subjects
 from shared.commands import ChangeConfig, Scale
 from tests.integration.scheduler.conftest import Harness, drain
+from tests.unit.scheduler.waiting import wait_for
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
@@ -128,3 +132,35 @@ async def test_scale_changes_the_count_without_a_release(
     assert [r.version for r in await harness.releases(app)] == [1]
     assert (await harness.app(app)).spec.instances == 3
     assert not harness.events_of(app, "drift.detected")
+
+
+async def test_command_for_an_unknown_app_fails_its_deploy(
+    harness: Harness, scheduler: SchedulerApp
+) -> None:
+    app = harness.unique("ghost")
+    await harness.deploy_image(app, f"{app}-d1", image(app, DIGEST_A))
+    deploy = await harness.wait_deploy(f"{app}-d1", lambda d: d.terminal)
+    assert deploy.status == "failed" and deploy.reason == f"app {app} does not exist"
+    assert await harness.job(app) is None
+
+
+async def test_poison_message_is_dead_lettered_and_the_next_one_flows(
+    harness: Harness, scheduler: SchedulerApp
+) -> None:
+    app = harness.unique("poison")
+    await harness.create_app(app)
+    await harness.bus.publish(subjects.release_work_subject(app), b"{not json", msg_id="poison")
+    await harness.deploy_image(app, f"{app}-d1", image(app, DIGEST_A))
+    await harness.wait_submitted(f"{app}-d1")
+    await wait_for(lambda: scheduler.consumer.dead_lettered >= 1, 10)
+
+
+async def test_health_and_metrics_endpoints(scheduler: SchedulerApp) -> None:
+    base = f"http://127.0.0.1:{scheduler.http_port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["status"] == "ok"
+        async with session.get(f"{base}/metrics") as resp:
+            assert resp.status == 200
+            assert "shaman_scheduler_reconcile_passes_total" in await resp.text()
