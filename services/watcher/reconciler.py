@@ -76,7 +76,7 @@ from shared.events.rollout import (
 )
 from shared.logging import get_logger
 from shared.nomad import NomadClient
-from shared.records import AppRecord, DeployRecord, RollbackState, transition
+from shared.records import AppRecord, DeployRecord, RollbackState, StatusChange, transition
 from shared.subjects import release_work_subject
 
 log = get_logger(__name__)
@@ -398,14 +398,20 @@ class Reconciler:
             return ""
 
     async def _mark_failed(self, obs: Observation, action: MarkFailed) -> None:
+        """Write `failed` (and the rollback request), send the rollback, then explain.
+
+        The rollback goes out before the explanation is gathered: reading checks and logs
+        costs a few Nomad round trips, and the app should be on its way back meanwhile.
+        The deploy's reason is refined with the explanation afterwards.
+        """
         deploy, dep = obs.deploy, obs.deployment
-        allocations = await self._explain(obs, action)
-        reason = failure_reason(action.trigger, action.evidence, allocations)
+        suffix = ""
         if (action.rollback_to is None and obs.app.spec.auto_rollback
                 and not is_rollback(deploy) and deploy.rollback is None):
-            reason += "; no earlier healthy release to roll back to"
+            suffix = "; no earlier healthy release to roll back to"
         elif not obs.app.spec.auto_rollback:
-            reason += "; automatic rollback is off for this app"
+            suffix = "; automatic rollback is off for this app"
+        first_reason = failure_reason(action.trigger, action.evidence, []) + suffix
         won = False
 
         def to_failed(rec: DeployRecord) -> DeployRecord | None:
@@ -413,7 +419,7 @@ class Reconciler:
             won = False
             changed = False
             if rec.status in ("deploying", "healthy"):
-                if not transition(rec, "failed", reason):
+                if not transition(rec, "failed", first_reason):
                     return None
                 rec.nomad_deployment_id = dep.ID
                 changed = True
@@ -421,7 +427,7 @@ class Reconciler:
                 return None  # superseded or cancelled meanwhile: not ours to fail
             if action.rollback_to is not None and rec.rollback is None:
                 rec.rollback = RollbackState(
-                    requested_at=_now(), reason=rec.reason or reason,
+                    requested_at=_now(), reason=rec.reason or first_reason,
                     to_release=action.rollback_to, deploy_id=f"{rec.id}-rollback",
                 )
                 won = True
@@ -434,7 +440,7 @@ class Reconciler:
             return
         if entry is not None and deploy.status != "failed":
             metrics.OUTCOMES.labels("failed").inc()
-            log.info("deploy failed", app=deploy.app, deploy_id=deploy.id, reason=reason,
+            log.info("deploy failed", app=deploy.app, deploy_id=deploy.id, reason=first_reason,
                      rollback_to=action.rollback_to, crash_loop=action.crash_loop)
         self._crash("after_outcome")
         notes = await self.outbox.read(deploy.id)
@@ -450,6 +456,14 @@ class Reconciler:
                 return rec
 
             await self.apps.mutate(current.app, forget_bad)
+        rolling_back = current.rollback is not None and current.rollback.outcome is None
+        if rolling_back:
+            await self._send_rollback_command(current, notes, won=won)
+
+        allocations = await self._explain(obs, action)
+        reason = failure_reason(action.trigger, action.evidence, allocations) + suffix
+        if reason != current.reason:
+            current = await self._refine_reason(current, first_reason, reason)
         if current.rollback is None:
             await self._set_app_state(current, "failed")
 
@@ -458,15 +472,42 @@ class Reconciler:
             nomad_deployment_id=dep.ID, reason=current.reason or reason,
             allocations=allocations,
         ))
-        if current.rollback is not None and current.rollback.outcome is None:
-            await self._request_rollback(current, notes, won=won)
+        if rolling_back:
+            assert current.rollback is not None
+            await self.outbox.publish_event_once(notes, STEP_ROLLBACK_STARTED, RollbackStarted(
+                app=current.app, deploy_id=current.id, release=current.release,
+                to_release=current.rollback.to_release, automatic=True,
+                reason=current.rollback.reason,
+            ))
         elif current.rollback is None:
             await self.outbox.publish_event_once(notes, STEP_FINISHED, DeployFinished(
                 app=current.app, deploy_id=current.id, status="failed",
                 release=current.release, reason=current.reason, duration_s=_duration(current),
             ))
 
-    async def _request_rollback(
+    async def _refine_reason(
+        self, deploy: DeployRecord, first: str, better: str
+    ) -> DeployRecord:
+        """Replace the reason written before the explanation, unless someone changed it."""
+
+        def refine(rec: DeployRecord) -> DeployRecord | None:
+            if rec.status != "failed" or rec.reason != first:
+                return None
+            rec.reason = better
+            last = rec.history[-1] if rec.history else None
+            if last is not None and last.status == "failed" and last.reason == first:
+                rec.history = [*rec.history[:-1], StatusChange(
+                    status=last.status, time=last.time, reason=better)]
+            if rec.rollback is not None and rec.rollback.reason == first:
+                rec.rollback.reason = better
+            return rec
+
+        entry = await self.deploys.mutate(deploy.id, refine)
+        if entry is not None:
+            return entry.value
+        return await self._deploy(deploy.id) or deploy
+
+    async def _send_rollback_command(
         self, deploy: DeployRecord, notes: DeployNotes, *, won: bool
     ) -> None:
         rollback = deploy.rollback
@@ -477,28 +518,17 @@ class Reconciler:
             metrics.ROLLBACKS.inc()
             log.info("automatic rollback requested", app=deploy.app, deploy_id=deploy.id,
                      to_release=rollback.to_release, rollback_deploy_id=child_id)
-        if won or not notes.done(STEP_ROLLBACK_COMMAND):
-            # The CAS winner publishes; a later pass re-drives only a command the winner
-            # never noted (it died in between): same msg id, same deterministic deploy id.
-            command = Rollback(
-                deploy_id=child_id, app=deploy.app, to_version=rollback.to_release,
-                automatic=True, created_by=WATCHER, reason=rollback.reason,
-                failed_deploy_id=deploy.id,
-            )
-            if won:
-                await self.outbox.bus.publish_command(
-                    release_work_subject(deploy.app), command,
-                    msg_id=msg_id(deploy.id, STEP_ROLLBACK_COMMAND))
-                self._crash("after_rollback_command")
-                updated = await self.outbox.mark(deploy.id, STEP_ROLLBACK_COMMAND)
-                notes.published = updated.published
-            else:
-                await self.outbox.publish_command_once(
-                    notes, STEP_ROLLBACK_COMMAND, release_work_subject(deploy.app), command)
-        await self.outbox.publish_event_once(notes, STEP_ROLLBACK_STARTED, RollbackStarted(
-            app=deploy.app, deploy_id=deploy.id, release=deploy.release,
-            to_release=rollback.to_release, automatic=True, reason=rollback.reason,
-        ))
+        if not won and notes.done(STEP_ROLLBACK_COMMAND):
+            return
+        # The CAS winner publishes; a later pass re-drives only a command the winner never
+        # noted (it died in between): same msg id, same deterministic deploy id.
+        command = self._rollback_command(deploy)
+        await self.outbox.bus.publish_command(
+            release_work_subject(deploy.app), command,
+            msg_id=msg_id(deploy.id, STEP_ROLLBACK_COMMAND))
+        self._crash("after_rollback_command")
+        updated = await self.outbox.mark(deploy.id, STEP_ROLLBACK_COMMAND)
+        notes.published = updated.published
 
     async def _mark_ended(self, obs: Observation, action: MarkEnded) -> None:
         deploy = obs.deploy
@@ -582,7 +612,7 @@ class Reconciler:
                     release_work_subject(parent.app), self._rollback_command(parent),
                     msg_id=msg_id(parent.id, STEP_ROLLBACK_COMMAND))
             else:
-                await self._request_rollback(parent, notes, won=False)
+                await self._send_rollback_command(parent, notes, won=False)
 
     def _rollback_command(self, parent: DeployRecord) -> Rollback:
         assert parent.rollback is not None

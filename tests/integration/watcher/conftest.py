@@ -78,6 +78,14 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
         yield server.url
 
 
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
 def control(addr: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """Call localnomad's test-only control surface."""
     data = json.dumps(body or {}).encode() if method != "GET" else None
@@ -173,9 +181,10 @@ class Harness:
 
     def spawn_watcher(self, log_path: Path, **overrides: Any) -> subprocess.Popen[bytes]:
         """`python -m services.watcher` as its own process, configured by the environment
-        exactly as in production, so a test can SIGKILL it."""
+        exactly as in production, so a test can SIGKILL it. Returns once it is healthy."""
         env = dict(os.environ)
-        settings = self.settings(**overrides)
+        port = free_port()
+        settings = self.settings(http_addr=f"127.0.0.1:{port}", **overrides)
         env.update({
             "NATS_URL": self.nats_url, "NOMAD_ADDR": self.nomad_addr,
             "SHAMAN_LOG_FORMAT": "console",
@@ -188,6 +197,11 @@ class Harness:
             proc = subprocess.Popen([sys.executable, "-m", "services.watcher"], env=env,
                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         self.processes.append(proc)
+        deadline = time.monotonic() + 30
+        while not _healthy(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"watcher did not come up: {log_path.read_text()[-3000:]}")
+            time.sleep(0.02)  # polling interval of the condition above
         return proc
 
     # -- records, as the api and the scheduler write them ------------------------------

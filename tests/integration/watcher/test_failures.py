@@ -21,10 +21,11 @@ async def test_failing_check_is_explained_with_its_output(harness: Harness) -> N
     await h.start_watcher()
     h.register("d-chk", 2, checks=True, healthy_deadline_s=1.5, progress_deadline_s=2.0)
 
-    deploy = await h.wait_status("d-chk", "failed")
+    await h.wait_status("d-chk", "failed")
+    [failed] = await h.wait_event("rollout.failed")  # the reason is refined before it
+    deploy = await h.deploy("d-chk")
     assert deploy.reason is not None and "health check" in deploy.reason
     assert "simulated check failing" in deploy.reason
-    [failed] = await h.wait_event("rollout.failed")
     assert isinstance(failed, RolloutFailed)
     assert failed.allocations and failed.allocations[0].check_output == "simulated check failing"
     assert (await wait_for(lambda: _rollbacks(h), 10, "rollback"))[0].to_version == 1
