@@ -80,7 +80,7 @@ class DeployRequestHandler:
                 msg_id=f"rejected:{app}:{request_id}",
             )
             log.info("nats deploy request rejected", app=app, request_id=request_id,
-                     code=rej.code)
+                     code=rej.code, reason=rej.message)
         await self.ctx.audit.append(AuditEntry(
             action="deploy.request", actor=principal.actor if principal else "anonymous",
             token_id=principal.token_id if principal else None,

@@ -24,7 +24,8 @@ from services.api.app import ApiService, create_app
 from shared.settings import ApiSettings
 from tests.conftest import VaultServer, running
 
-ADMIN_TOKEN = "shm_test-admin-" + secrets.token_hex(8)
+# Fixed, not random: pytest may import this module twice (as conftest and from tests).
+ADMIN_TOKEN = "shm_test-admin-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
