@@ -104,7 +104,7 @@ _CHECK_DEFAULTS: dict[str, Any] = {
 
 def _fill(obj: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
     """Merge: explicit non-null values win, everything else comes from `defaults`."""
-    out = copy.deepcopy(defaults)
+    out = dict(defaults)  # default values are scalars: a shallow copy is enough
     for key, value in (obj or {}).items():
         if value is not None:
             out[key] = value

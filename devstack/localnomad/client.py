@@ -169,13 +169,14 @@ class AllocRunner:
         self.task_states: dict[str, dict[str, Any]] = {}
         self.task_runners: dict[str, TaskRunner] = {}
         self.checks: list[CheckState] = []
-        self.changed = asyncio.Event()
+        self._health_waker = Waker()
+        self._check_waker = Waker()
+        self._reprobe_flag = False
         self.stopping = False
         self.detached = False  # localnomad is shutting down: leave containers running
         self._tasks: list[asyncio.Task[Any]] = []
         self._health_task: asyncio.Task[Any] | None = None
         self._check_task: asyncio.Task[Any] | None = None
-        self._reprobe = asyncio.Event()
         self.client_status = "pending"
 
     @property
@@ -202,7 +203,7 @@ class AllocRunner:
         for task in group.get("Tasks") or []:
             name = task["Name"]
             if adopt and name in existing:
-                state = copy.deepcopy(existing[name])
+                state = copy_state(existing[name])
             else:
                 state = new_task_state()
                 state["Events"].append(task_event("Received", "Task received by client"))
@@ -239,10 +240,12 @@ class AllocRunner:
             self._track_health(alloc["DeploymentID"], update), "health")
 
     def notify(self) -> None:
-        self.changed.set()
+        self._health_waker.wake()
+        self._check_waker.wake()
 
     def reprobe(self) -> None:
-        self._reprobe.set()
+        self._reprobe_flag = True
+        self._check_waker.wake()
 
     def publish(self) -> None:
         """Recompute the client status and queue an update to the server."""
@@ -258,7 +261,7 @@ class AllocRunner:
         self.client_status = status
         desc = {"failed": "Failed tasks", "complete": "All tasks have completed",
                 "running": "Tasks are running", "pending": "No tasks have started"}[status]
-        self.client.update(self.alloc_id, task_states=copy.deepcopy(self.task_states),
+        self.client.update(self.alloc_id, task_states=copy_states(self.task_states),
                            client_status=status, client_description=desc)
         self.notify()
         if status in ("failed", "complete"):
@@ -340,13 +343,12 @@ class AllocRunner:
             if not self.tasks_running():
                 for c in self.checks:
                     c.status = "pending"
-                self._reprobe.clear()
-                await self._wait_either(self.changed, self._reprobe, None)
-                self.changed.clear()
+                next_due = dict.fromkeys(next_due, 0.0)
+                await self._check_waker.wait(None)
                 continue
             now = loop.time()
-            due = [i for i, t in next_due.items() if t <= now or self._reprobe.is_set()]
-            self._reprobe.clear()
+            force, self._reprobe_flag = self._reprobe_flag, False
+            due = [i for i, t in next_due.items() if t <= now or force]
             if due:
                 results = await asyncio.gather(
                     *(self._probe(self.checks[i]) for i in due), return_exceptions=True)
@@ -361,9 +363,8 @@ class AllocRunner:
                     check.status_code, check.timestamp = res.status_code, int(time.time())
                     next_due[i] = loop.time() + check.interval_s
                 if changed:
-                    self.notify()
-            sleep_for = max(0.0, min(next_due.values()) - loop.time())
-            await self._wait_either(self._reprobe, None, sleep_for)
+                    self._health_waker.wake()
+            await self._check_waker.wait(max(0.0, min(next_due.values()) - loop.time()))
 
     async def _probe(self, check: CheckState) -> CheckResult:
         try:
@@ -371,18 +372,6 @@ class AllocRunner:
                                           check.spec.timeout_s + 1)
         except TimeoutError:
             return CheckResult(False, "check timed out")
-
-    @staticmethod
-    async def _wait_either(a: asyncio.Event, b: asyncio.Event | None,
-                           timeout: float | None) -> None:
-        waits = [asyncio.ensure_future(a.wait())]
-        if b is not None:
-            waits.append(asyncio.ensure_future(b.wait()))
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
 
     # ---- health ----------------------------------------------------------------------
     async def _track_health(self, deployment_id: str, update: dict[str, Any]) -> None:
@@ -393,7 +382,7 @@ class AllocRunner:
         deadline = loop.time() + hd_ns / S
         healthy_since: float | None = None
         while True:
-            self.changed.clear()
+            self._health_waker.flag = False
             if any(s["Failed"] for s in self.task_states.values()) or any(
                     s["State"] == "dead" for s in self.task_states.values()):
                 self._report_health(deployment_id, False, "Unhealthy because of failed task")
@@ -415,8 +404,7 @@ class AllocRunner:
                 self._report_health(deployment_id, False,
                                     self._deadline_reason(running, checks_ok, mht, hd_ns))
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), max(0.0, wake - now))
+            await self._health_waker.wait(max(0.0, wake - now))
 
     def _deadline_reason(self, running: bool, checks_ok: bool, mht: float, hd_ns: int) -> str:
         hd = format_go_duration(hd_ns)
@@ -432,8 +420,52 @@ class AllocRunner:
         if not healthy:
             for state in self.task_states.values():
                 add_event(state, task_event("Alloc Unhealthy", reason))
-            self.client.update(self.alloc_id, task_states=copy.deepcopy(self.task_states))
+            self.client.update(self.alloc_id, task_states=copy_states(self.task_states))
         self.client.update(self.alloc_id, health=healthy, health_for_deployment=deployment_id)
+
+
+class Waker:
+    """A resettable wake-up with an optional timeout. Cheaper than asyncio.Event plus
+    wait_for, which costs a task per wait; there is one of these per alloc loop."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._fut: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        self.flag = True
+        if self._fut is not None and not self._fut.done():
+            self._fut.set_result(None)
+
+    async def wait(self, timeout: float | None) -> None:
+        if self.flag:
+            self.flag = False
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._fut = fut
+        handle = loop.call_later(timeout, _resolve, fut) if timeout is not None else None
+        try:
+            await fut
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._fut = None
+            self.flag = False
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    # Task events are never mutated once added, so sharing them is safe.
+    return {**state, "Events": list(state["Events"])}
+
+
+def copy_states(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: copy_state(st) for name, st in states.items()}
 
 
 def add_event(state: dict[str, Any], event: dict[str, Any]) -> None:
@@ -559,10 +591,7 @@ class TaskRunner:
             self._event("Task Setup", "Building Task Directory")
             self.ar.publish()
         while True:
-            spec = self._spec()
-            spec.task_dir.mkdir(parents=True, exist_ok=True)
-            spec.secrets_dir.mkdir(parents=True, exist_ok=True)
-            spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
+            spec = self._spec()  # directories are created by whoever writes into them
             try:
                 template_env = await self.ar.client.templates.render_task(
                     self.task, spec.task_dir, self.ar.alloc)

@@ -654,19 +654,33 @@ async def fs_logs(request: web.Request) -> web.StreamResponse:
     plain = parse_bool(q.get("plain"))
     rel = f"alloc/logs/{task}.{log_type}.0"
     path = server.client.alloc_root / alloc_id / rel
+    read_log = getattr(server.runtime, "read_log", None)
+
+    def content_from(pos: int) -> bytes:
+        if read_log is not None:
+            data = read_log(alloc_id, task, log_type)
+            if data is not None:
+                return bytes(data[pos:pos + 64 * 1024])
+        if not path.exists():
+            return b""
+        with path.open("rb") as fh:
+            fh.seek(pos)
+            return fh.read(64 * 1024)
+
+    def size() -> int:
+        if read_log is not None:
+            data = read_log(alloc_id, task, log_type)
+            if data is not None:
+                return len(data)
+        return path.stat().st_size if path.exists() else 0
+
     resp = web.StreamResponse(headers={"Content-Type": "text/plain" if plain
                                        else "application/json"})
     await resp.prepare(request)
-    pos = 0
-    if path.exists():
-        size = path.stat().st_size
-        pos = max(0, size - offset) if origin == "end" else min(offset, size)
+    total = size()
+    pos = max(0, total - offset) if origin == "end" else min(offset, total)
     while True:
-        data = b""
-        if path.exists():
-            with path.open("rb") as fh:
-                fh.seek(pos)
-                data = fh.read(64 * 1024)
+        data = content_from(pos)
         if data:
             if plain:
                 await resp.write(data)
@@ -765,11 +779,8 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
                 await resp.write(b"{}\n")
                 next_beat = now + heartbeat_s
             await broker.wait(cursor, max(0.0, next_beat - loop.time()))
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            pass
+    except ConnectionResetError:
+        return resp  # the subscriber went away; nothing to report
 
 
 # ---- services, status, agent, nodes ----------------------------------------------------

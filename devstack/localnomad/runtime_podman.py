@@ -129,6 +129,7 @@ class PodmanRuntime:
             args += ["-e", f"{key}={value}"]
         local = spec.task_dir / "local"
         local.mkdir(parents=True, exist_ok=True)
+        spec.secrets_dir.mkdir(parents=True, exist_ok=True)
         args += ["-v", f"{spec.secrets_dir}:/secrets:ro", "-v", f"{local}:/local"]
         if cfg.get("work_dir"):
             args += ["--workdir", str(cfg["work_dir"])]

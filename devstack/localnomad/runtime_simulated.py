@@ -20,6 +20,9 @@ from typing import Any
 from .runtime import CheckResult, CheckSpec, EmitEvent, ExitResult, StartError, TaskSpec
 
 
+LOG_CAP = 64 * 1024
+
+
 @dataclass
 class Behavior:
     # selectors (None = any)
@@ -72,6 +75,11 @@ class SimulatedRuntime:
         self.behaviors: list[Behavior] = []
         self.running: dict[tuple[str, str], _SimTask] = {}
         self._listener: Callable[[str | None], None] | None = None
+        self.logs: dict[tuple[str, str, str], bytearray] = {}
+
+    def read_log(self, alloc_id: str, task: str, log_type: str) -> bytes | None:
+        buf = self.logs.get((alloc_id, task, log_type))
+        return None if buf is None else bytes(buf)
 
     # ---- control -----------------------------------------------------------------
     def add_behavior(self, behavior: Behavior) -> None:
@@ -131,13 +139,14 @@ class SimulatedRuntime:
         loop = asyncio.get_running_loop()
         sim = _SimTask(spec=spec, exited=loop.create_future())
         self.running[(spec.alloc_id, spec.task)] = sim
-        spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
-        with spec.stdout_path.open("a") as out:
-            # `stdout` may name task env vars ($NAME), so tests can see what a task was given.
-            out.write(string.Template(b.stdout).safe_substitute(spec.env)
-                      if b.stdout is not None else
-                      f"simulated task {spec.task} started (alloc {spec.alloc_id[:8]})\n")
-        spec.stderr_path.touch()
+        # Logs stay in memory: a simulated task writes a line or two, and skipping the
+        # filesystem keeps thousands of simulated allocs cheap.
+        line = (string.Template(b.stdout).safe_substitute(spec.env) if b.stdout is not None
+                else f"simulated task {spec.task} started (alloc {spec.alloc_id[:8]})\n")
+        buf = self.logs.setdefault((spec.alloc_id, spec.task, "stdout"), bytearray())
+        if len(buf) < LOG_CAP:
+            buf += line.encode()
+        self.logs.setdefault((spec.alloc_id, spec.task, "stderr"), bytearray())
         if b.crash_on_start is not None:
             loop.call_soon(self._finish, sim, ExitResult(exit_code=b.crash_on_start))
         else:
