@@ -41,7 +41,7 @@ from services.builder.logstream import BuildLogStream
 from services.builder.pipeline import BuildFailed, BuiltImage, ImagePipeline, source_label
 from services.builder.scrub import Scrubber
 from shared.bus import Bus, Delivery, TypedKV
-from shared.commands import BuildRequested, DeployImage, build_decoder
+from shared.commands import BuildRequested, DeployImage, ImageSource, build_decoder
 from shared.errors import BackendUnavailable, PermanentError
 from shared.events import (
     BuildFailed as BuildFailedEvent,
@@ -110,7 +110,8 @@ class BuildWorker:
         if record.image and record.digest:
             log.info("build already done by an earlier delivery; releasing",
                      app=command.app, deploy_id=command.deploy_id)
-            await self._release(command, record, image=record.image, cached=True, started=None)
+            await self._release(command, record, image=record.image, cached=True, started=None,
+                                description=record.description or f"Deploy {record.image}")
             return
         app_entry = await self.apps.get(command.app)
         if app_entry is None:
@@ -267,12 +268,17 @@ class BuildWorker:
         log.info("build succeeded", app=command.app, deploy_id=command.deploy_id,
                  image=built.image, digest=entry.value.digest,
                  duration_s=round(time.monotonic() - started, 3))
+        # A build's release says which commit or upload it is ("Deploy 3f2c1a9"); an
+        # image deploy keeps the deploy's own description.
+        built_from_source = not isinstance(command.source, ImageSource)
+        description = built.description if built_from_source else (
+            entry.value.description or built.description)
         await self._release(command, entry.value, image=built.image, cached=built.cached,
-                            started=started)
+                            started=started, description=description)
 
     async def _release(
         self, command: BuildRequested, record: DeployRecord, *, image: str, cached: bool,
-        started: float | None,
+        started: float | None, description: str,
     ) -> None:
         assert record.image is not None and record.digest is not None
         duration = time.monotonic() - started if started is not None else 0.0
@@ -282,7 +288,7 @@ class BuildWorker:
         ), msg_id=f"{command.deploy_id}:build.succeeded")
         release = DeployImage(
             deploy_id=command.deploy_id, app=command.app, image=record.image,
-            digest=record.digest, description=record.description or f"Deploy {image}",
+            digest=record.digest, description=description,
             created_by=command.requested_by,
         )
         await self._retrying(lambda: self.bus.publish_command(

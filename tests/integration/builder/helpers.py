@@ -143,6 +143,7 @@ class Platform:
         deploy_id = deploy_id or unique("d")
         await self.deploys.create(deploy_id, DeployRecord(
             id=deploy_id, app=app, kind="deploy", source=_label(source), requested_by="test",
+            description=f"Deploy {_label(source)}",  # what the api writes by default
         ))
         command = BuildRequested(deploy_id=deploy_id, app=app, source=source,
                                  requested_by="test")
