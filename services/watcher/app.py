@@ -31,6 +31,7 @@ from services.watcher.watcher import Watcher
 from services.watcher.workqueue import KeyedQueue
 from shared.bus import Bus, TypedKV, connect_bus, provision
 from shared.nomad import NomadClient
+from shared.nomad.client import secret_value
 from shared.nomad.event_stream import NomadEventStream
 from shared.records import AppRecord, DeployRecord
 from shared.service import serve_health
@@ -76,11 +77,8 @@ async def create_app(settings: WatcherSettings) -> AsyncIterator[WatcherApp]:
         pending = TypedKV(watcher_bucket, str)
         checkpoints = TypedKV(watcher_bucket, Checkpoint)
 
-        token = settings.nomad_token.get_secret_value() if settings.nomad_token else None
-        nomad = NomadClient(
-            settings.nomad_addr, token=token, namespace=settings.nomad_namespace,
-            timeout_s=settings.nomad_timeout_s,
-        )
+        token = secret_value(settings.nomad_token)
+        nomad = NomadClient.from_settings(settings)
         stack.push_async_callback(nomad.aclose)
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
@@ -97,9 +95,8 @@ async def create_app(settings: WatcherSettings) -> AsyncIterator[WatcherApp]:
             rollback_republish_after_s=settings.rollback_republish_after_s,
             crashpoint=settings.crashpoint,
         )
-        stream = NomadEventStream(
-            settings.nomad_addr, token=token, namespace=settings.nomad_namespace,
-            topics=TOPICS, session=session, sock_read_s=settings.stream_read_timeout_s,
+        stream = NomadEventStream.from_settings(
+            settings, TOPICS, session=session, sock_read_s=settings.stream_read_timeout_s,
         )
         watcher: Watcher | None = None
 
