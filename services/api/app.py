@@ -93,6 +93,9 @@ async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
             vault = VaultClient(settings.vault_addr, settings.vault_token.get_secret_value(),
                                 settings.vault_mount)
             stack.push_async_callback(vault.aclose)
+        audit = AuditLog(bus)
+        await audit.start()
+        stack.push_async_callback(audit.close)
         teams = TeamCache(apps)
         hub = SseHub(bus, teams.team_of, keepalive_s=settings.sse_keepalive_s,
                      heartbeat_s=settings.sse_heartbeat_s)
@@ -104,7 +107,7 @@ async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
             sources=await js.object_store(s.OBJECT_STORE_SOURCES),
             build_logs=await js.object_store(s.OBJECT_STORE_BUILD_LOGS),
             limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
-            audit=AuditLog(bus), hub=hub, teams=teams,
+            audit=audit, hub=hub, teams=teams,
         )
         web_app = build_web_app(ctx)
         runner = web.AppRunner(web_app, access_log=None, handle_signals=False,
