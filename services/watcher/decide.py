@@ -319,11 +319,10 @@ def _decide_crash_loop(obs: Observation, policy: Policy) -> Decision:
     if evidence.unfixable is not None or (
         top is not None and top[1] >= max(1, policy.fail_fast_restarts)
     ):
-        cause = describe_evidence(evidence)
         return Decision([_mark_failed(
             obs, crash_loop=True,
             trigger=f"crash-looping within {policy.crash_loop_window_s:g}s of going healthy",
-        )]) if cause else Decision()
+        )])
     return Decision()
 
 
