@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,7 +210,7 @@ class ShamanClient:
         last_event_id: str | None = None,
         read_timeout_s: float = 45.0,
         connected: asyncio.Event | None = None,
-    ) -> AsyncIterator[StreamedEvent]:
+    ) -> AsyncGenerator[StreamedEvent, None]:
         """One SSE connection to `GET /v1/events`; ends when the server closes it.
 
         `connected` is set once the server has answered 200, i.e. once it follows the
@@ -256,7 +256,7 @@ class ShamanClient:
 
     async def text_stream(
         self, path: str, params: Mapping[str, str], read_timeout_s: float | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """A plain-text streaming body (the app's logs), chunk by chunk."""
         async with self._open_stream(
             path, params, {"Accept": "text/plain"}, read_timeout_s

@@ -23,7 +23,7 @@ import typer
 
 from cli.client import ShamanClient, StreamedEvent
 from cli.common import AppOption, JsonOption, app_name, connect, run
-from cli.errors import SettingsError
+from cli.errors import ApiError, SettingsError
 from cli.output import Output
 from cli.settings import resolve_app
 from cli.streams import follow_events
@@ -79,15 +79,15 @@ def events(
 async def _history(
     client: ShamanClient, app: str | None, types: list[str] | None, since: int
 ) -> AsyncIterator[StreamedEvent]:
-    stream = client.events(app=app, types=types, last_event_id=str(since)).__aiter__()
+    stream = client.events(app=app, types=types, last_event_id=str(since))
     try:
         while True:
             try:
-                yield await asyncio.wait_for(stream.__anext__(), timeout=HISTORY_QUIET_S)
+                yield await asyncio.wait_for(anext(stream), timeout=HISTORY_QUIET_S)
             except (TimeoutError, StopAsyncIteration):
                 return
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
 
 
 def _print_event(out: Output, streamed: StreamedEvent, with_app: bool) -> None:
@@ -109,6 +109,12 @@ def _print_event(out: Output, streamed: StreamedEvent, with_app: bool) -> None:
             out.text(line)
 
 
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
 def logs(
     app: AppOption = None,
     follow: FollowOption = False,
@@ -127,17 +133,33 @@ def logs(
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
         async with connect() as client:
-            async for chunk in client.text_stream(
+            # The app first: a 404 from the logs route then means the route, not the app.
+            await client.request("GET", f"/v1/apps/{name}")
+            stream = client.text_stream(
                 f"/v1/apps/{name}/logs", params, read_timeout_s=None if follow else 60.0
-            ):
-                if not out.json_mode:
-                    sys.stdout.write(decoder.decode(chunk))
-                    sys.stdout.flush()
-                    continue
-                pending += decoder.decode(chunk)
-                *complete, pending = pending.split("\n")
-                for line in complete:
-                    out.record({"line": line})
+            )
+            try:
+                try:
+                    first = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                except ApiError as error:
+                    if error.status in (404, 405):
+                        raise ApiError(error.status, "logs_unsupported",
+                                       f"the Shaman API at {client.api_url} has no "
+                                       "GET /v1/apps/{app}/logs (an older API)") from None
+                    raise
+                async for chunk in _prepend(first, stream):
+                    if not out.json_mode:
+                        sys.stdout.write(decoder.decode(chunk))
+                        sys.stdout.flush()
+                        continue
+                    pending += decoder.decode(chunk)
+                    *complete, pending = pending.split("\n")
+                    for line in complete:
+                        out.record({"line": line})
+            finally:
+                await stream.aclose()
         tail = decoder.decode(b"", final=True)
         if out.json_mode and (pending + tail):
             out.record({"line": pending + tail})
