@@ -5,15 +5,14 @@ the last `size` envelopes kept (Nomad's event_buffer_size, default 100), nothing
 persisted. Each event is encoded once at publish time; a subscriber's line is the
 concatenation of the events its topics match, and the all-matching line is cached,
 so a write to many subscribers costs one encode. Subscribers read by sequence number,
-never through per-subscriber queues. HTTP framing lives in http_api.py.
+never through per-subscriber queues: publishing writes to every open stream. HTTP framing lives in http_api.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -108,13 +107,20 @@ def parse_topics(values: list[str]) -> dict[str, set[str]]:
     return topics
 
 
+class Sink(Protocol):
+    """An open stream: gets each envelope synchronously as it is published."""
+
+    def deliver(self, env: Envelope) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class EventBroker:
     def __init__(self, size: int = 100) -> None:
         self.size = size
         self.buffer: deque[Envelope] = deque(maxlen=size)
         self.last_seq = 0
-        self.epoch = 0  # bumped to cut every open subscription
-        self._wakeup = asyncio.Event()
+        self.sinks: set[Sink] = set()
 
     def publish(self, index: int, events: list[Event]) -> None:
         if not events:
@@ -122,12 +128,12 @@ class EventBroker:
         for ev in events:
             ev.encode(index)
         self.last_seq += 1
-        self.buffer.append(Envelope(index=index, seq=self.last_seq, events=events))
-        self._notify()
-
-    def _notify(self) -> None:
-        self._wakeup.set()
-        self._wakeup = asyncio.Event()
+        env = Envelope(index=index, seq=self.last_seq, events=events)
+        self.buffer.append(env)
+        # Written straight to every open stream's transport: no queue, no task per
+        # subscriber, one encode for all of them.
+        for sink in list(self.sinks):
+            sink.deliver(env)
 
     def start_cursor(self, index: int) -> int:
         """The seq after which a subscription starting at `index` reads (inclusive resume)."""
@@ -147,19 +153,10 @@ class EventBroker:
         start = max(0, cursor + 1 - first)
         return list(self.buffer)[start:]
 
-    async def wait(self, cursor: int, timeout: float) -> None:
-        if self.last_seq > cursor:
-            return
-        waiter = self._wakeup
-        try:
-            await asyncio.wait_for(waiter.wait(), timeout)
-        except TimeoutError:
-            pass
-
     def drop_buffer(self) -> None:
         """As after a server restart: the ring is empty, indexes go on."""
         self.buffer.clear()
 
     def cut_connections(self) -> None:
-        self.epoch += 1
-        self._notify()
+        for sink in list(self.sinks):
+            sink.close()

@@ -742,6 +742,43 @@ async def evaluation_allocations(request: web.Request) -> web.Response:
 
 
 # ---- event stream ----------------------------------------------------------------------
+class StreamSink:
+    """One open event stream, written to synchronously with hand-framed HTTP chunks.
+
+    The response is prepared with chunked encoding by aiohttp; after that each line
+    goes straight to the transport so a publish reaches every subscriber in the same
+    loop iteration. A reader that lets more than SLOW_READER_BYTES pile up is dropped,
+    as Nomad drops slow readers."""
+
+    SLOW_READER_BYTES = 16 * 1024 * 1024
+
+    def __init__(self, request: web.Request, sub: Subscription) -> None:
+        assert request.transport is not None
+        self.transport = request.transport
+        self.sub = sub
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def send(self, data: bytes) -> None:
+        if self.closed.done():
+            return
+        if self.transport.is_closing():
+            self.close()
+            return
+        self.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
+        if self.transport.get_write_buffer_size() > self.SLOW_READER_BYTES:
+            self.close()
+
+    def deliver(self, env: Any) -> None:
+        line = env.line_for(self.sub)
+        if line is not None:
+            self.send(line)
+
+    def close(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+            self.transport.abort()  # as a dropped connection looks to the client
+
+
 async def event_stream(request: web.Request) -> web.StreamResponse:
     server = _server(request)
     broker = server.broker
@@ -757,30 +794,21 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
-    epoch = broker.epoch
-    cursor = broker.start_cursor(index)
+    sink = StreamSink(request, sub)
+    sink.send(b"{}\n")
+    # Replay and subscribe with no await in between, so nothing falls in a gap.
+    for env in broker.since(broker.start_cursor(index)):
+        sink.deliver(env)
+    broker.sinks.add(sink)
     heartbeat_s = request.app[HEARTBEAT_KEY]
-    loop = asyncio.get_running_loop()
-    await resp.write(b"{}\n")
-    next_beat = loop.time() + heartbeat_s
     try:
-        while True:
-            if broker.epoch != epoch:
-                if request.transport is not None:
-                    request.transport.abort()  # cut, as a dropped connection would be
-                return resp
-            for env in broker.since(cursor):
-                cursor = env.seq
-                line = env.line_for(sub)
-                if line is not None:
-                    await resp.write(line)
-            now = loop.time()
-            if now >= next_beat:
-                await resp.write(b"{}\n")
-                next_beat = now + heartbeat_s
-            await broker.wait(cursor, max(0.0, next_beat - loop.time()))
-    except ConnectionResetError:
-        return resp  # the subscriber went away; nothing to report
+        while not sink.closed.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(sink.closed), heartbeat_s)
+            sink.send(b"{}\n")
+    finally:
+        broker.sinks.discard(sink)
+    return resp
 
 
 # ---- services, status, agent, nodes ----------------------------------------------------
