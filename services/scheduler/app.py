@@ -14,6 +14,7 @@ No connection is opened at import time. The logic lives in release_commands.py
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from types import TracebackType
 
@@ -137,9 +138,12 @@ class SchedulerApp:
 
         self.tasks = BackgroundTasks("scheduler")
         stack.push_async_callback(self.tasks.close)
-        self.tasks.spawn("resync", resync_loop(self.stores, self.queue, s.resync_interval_s))
+        stopping = asyncio.Event()
+        stack.callback(stopping.set)  # runs before tasks.close (the stack unwinds LIFO)
+        self.tasks.spawn("resync", resync_loop(self.stores, self.queue, s.resync_interval_s,
+                                               stopping))
         self.tasks.spawn("redrive", redrive_loop(self.stores, self.queue, s.redrive_interval_s,
-                                                 s.stuck_deploy_after_s))
+                                                 s.stuck_deploy_after_s, stopping))
 
         self.consumer = WorkConsumer(
             self.bus,

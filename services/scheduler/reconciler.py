@@ -144,8 +144,11 @@ class Reconciler:
         submitted: bool,
     ) -> str:
         name = app.spec.name
-        actual = await self.nomad.get_job(name)
+        # Plan first, then read the job: a change made by hand in between is then seen in
+        # `actual` (and named correctly as drift), and the plan's index makes the register
+        # fail its CAS, so the next pass starts over from fresh reads.
         plan = await self.nomad.plan_job(name, desired)
+        actual = await self.nomad.get_job(name)
         diff_type = str(((plan.get("Diff") or {}).get("Type")) or "None")
         stopped = bool(actual and actual.get("Stop"))
         must_register = actual is None or stopped or diff_type != "None"

@@ -15,6 +15,7 @@ Both loops survive failures (NATS down): they log, wait for the next round, and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from services.scheduler import metrics
@@ -35,14 +36,27 @@ async def resync_once(stores: Stores, queue: WorkQueue) -> int:
     return len(keys)
 
 
-async def resync_loop(stores: Stores, queue: WorkQueue, interval_s: float) -> None:
-    while True:
+async def _pause(stopping: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less if the service is stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+
+
+# Both loops also check `stopping`, not only cancellation: Python 3.11's asyncio.wait_for
+# (used throughout nats-py) can swallow a cancel that races a reply, and a loop that
+# lost its cancel must still end when the service stops.
+
+
+async def resync_loop(
+    stores: Stores, queue: WorkQueue, interval_s: float, stopping: asyncio.Event
+) -> None:
+    while not stopping.is_set():
         try:
             count = await resync_once(stores, queue)
             log.debug("resync enqueued apps", apps=count)
         except (ShamanError, OSError) as exc:
             log.warning("resync failed; next round will retry", error=str(exc))
-        await asyncio.sleep(interval_s)
+        await _pause(stopping, interval_s)
 
 
 async def redrive_once(stores: Stores, queue: WorkQueue, stuck_after_s: float) -> int:
@@ -66,10 +80,13 @@ async def redrive_once(stores: Stores, queue: WorkQueue, stuck_after_s: float) -
 
 
 async def redrive_loop(
-    stores: Stores, queue: WorkQueue, interval_s: float, stuck_after_s: float
+    stores: Stores, queue: WorkQueue, interval_s: float, stuck_after_s: float,
+    stopping: asyncio.Event,
 ) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
+    while not stopping.is_set():
+        await _pause(stopping, interval_s)
+        if stopping.is_set():
+            return
         try:
             await redrive_once(stores, queue, stuck_after_s)
         except (ShamanError, OSError) as exc:

@@ -37,6 +37,8 @@ class Result:
 
 Process = Callable[[str], Awaitable[Result]]
 
+_WAKEUP = "\x00wakeup"  # not a valid key: put on the queue to wake workers at stop
+
 
 class WorkQueue:
     def __init__(
@@ -75,6 +77,11 @@ class WorkQueue:
     async def stop(self) -> None:
         """Stop taking keys; passes in progress are cancelled (each pass is idempotent)."""
         self._closed = True
+        # Wake idle workers, so that one whose cancellation was swallowed (Python 3.11's
+        # asyncio.wait_for can lose a cancel that races a result; nats-py uses it) still
+        # sees `_closed` and returns instead of waiting for a key forever.
+        for _ in range(self.concurrency):
+            self._queue.put_nowait(_WAKEUP)
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -167,26 +174,31 @@ class WorkQueue:
         return key
 
     async def _worker(self) -> None:
-        while True:
+        while not self._closed:
             key = await self._next_key()
-            self._processing.add(key)
-            waiters = self._waiting.pop(key, [])
-            self._running_waiters[key] = waiters
-            try:
-                outcome = await self._run_pass(key)
-            finally:
-                self._processing.discard(key)
-                self._running_waiters.pop(key, None)
-                if key in self._dirty:
-                    self._dirty.discard(key)
-                    self.add(key)
-            for fut in waiters:
-                if fut.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    fut.set_exception(outcome)
-                else:
-                    fut.set_result(outcome)
+            if self._closed or key == _WAKEUP:
+                return
+            await self._work_on(key)
+
+    async def _work_on(self, key: str) -> None:
+        self._processing.add(key)
+        waiters = self._waiting.pop(key, [])
+        self._running_waiters[key] = waiters
+        try:
+            outcome = await self._run_pass(key)
+        finally:
+            self._processing.discard(key)
+            self._running_waiters.pop(key, None)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.add(key)
+        for fut in waiters:
+            if fut.done():
+                continue
+            if isinstance(outcome, BaseException):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
 
     async def _run_pass(self, key: str) -> Result | Exception:
         self.passes += 1
