@@ -12,7 +12,6 @@ version (read-only fields excluded). Validation lives in validation.py.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import msgspec

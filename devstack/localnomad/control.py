@@ -33,13 +33,14 @@ class FaultRule:
             self.method is None or self.method.upper() == request.method)
 
 
-FAULTS_KEY: web.AppKey[list[FaultRule]] = web.AppKey("faults", list)
+FAULTS_KEY = web.AppKey("faults", list[FaultRule])
 
 
 @web.middleware
 async def fault_injection(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/_localnomad"):
-        for rule in list(request.app[FAULTS_KEY]):
+        rules: list[FaultRule] = request.app[FAULTS_KEY]
+        for rule in tuple(rules):
             if not rule.applies(request):
                 continue
             if rule.latency_ms:

@@ -229,7 +229,7 @@ class DeploymentWatcher:
         txn.put_deployment(dep)
         self._cancel_timer(dep["ID"])
         stopped = []
-        for g, ds in dep["TaskGroups"].items():
+        for ds in dep["TaskGroups"].values():
             if ds["Promoted"] or not ds["PlacedCanaries"]:
                 continue
             for aid in ds["PlacedCanaries"]:

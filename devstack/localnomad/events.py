@@ -4,8 +4,9 @@ One envelope per state-store transaction part (so two envelopes can share an Ind
 the last `size` envelopes kept (Nomad's event_buffer_size, default 100), nothing
 persisted. Each event is encoded once at publish time; a subscriber's line is the
 concatenation of the events its topics match, and the all-matching line is cached,
-so a write to many subscribers costs one encode. Subscribers read by sequence number,
-never through per-subscriber queues: publishing writes to every open stream. HTTP framing lives in http_api.py.
+so a write to many subscribers costs one encode. Publishing hands each envelope to
+every open stream at once (no per-subscriber queues or tasks); a new stream replays
+from the ring by sequence number. HTTP framing lives in http_api.py.
 """
 
 from __future__ import annotations

@@ -237,8 +237,9 @@ class PodmanHandle:
     async def attach(self, truncate: bool) -> None:
         mode = "wb" if truncate else "ab"
         self.spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.spec.stdout_path, mode)  # noqa: SIM115 - owned by the log follower
-        err = open(self.spec.stderr_path, mode)  # noqa: SIM115
+        # Small local files, opened once per container start; owned by the log follower.
+        out = open(self.spec.stdout_path, mode)  # noqa: SIM115, ASYNC230
+        err = open(self.spec.stderr_path, mode)  # noqa: SIM115, ASYNC230
         self._files = [out, err]
         self._logs = await self.runtime.helper("logs", "-f", self.name, stdout=out, stderr=err)
 

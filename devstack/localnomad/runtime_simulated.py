@@ -19,7 +19,6 @@ from typing import Any
 
 from .runtime import CheckResult, CheckSpec, EmitEvent, ExitResult, StartError, TaskSpec
 
-
 LOG_CAP = 64 * 1024
 
 

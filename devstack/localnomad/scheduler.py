@@ -176,10 +176,10 @@ def reconcile(job: dict[str, Any] | None, allocs: list[dict[str, Any]],
     for name, group in groups.items():
         _plan_group(plan, job, group, per_group[name], dep, now)
 
-    if dep is not None and dep["Status"] == "running" and plan.create_deployment is None:
-        if all(group_done(ds) for ds in dep["TaskGroups"].values()) and not any(
-                per_group[g]["old"] for g in dep["TaskGroups"]):
-            plan.mark_successful = True
+    if (dep is not None and dep["Status"] == "running" and plan.create_deployment is None
+            and all(group_done(ds) for ds in dep["TaskGroups"].values())
+            and not any(per_group[g]["old"] for g in dep["TaskGroups"])):
+        plan.mark_successful = True
     return plan
 
 

@@ -458,10 +458,10 @@ class Server:
         job = plan.job
         touched: list[dict[str, Any]] = []
         if plan.cancel_deployment is not None:
-            dep, desc = plan.cancel_deployment
-            dep["Status"] = "cancelled"
-            dep["StatusDescription"] = desc
-            txn.put_deployment(dep)
+            cancelled, why = plan.cancel_deployment
+            cancelled["Status"] = "cancelled"
+            cancelled["StatusDescription"] = why
+            txn.put_deployment(cancelled)
         dep = plan.deployment
         if plan.create_deployment is not None:
             txn.put_deployment(plan.create_deployment)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -430,10 +431,8 @@ class TemplateRenderer:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(text)
             perms = tmpl.get("Perms") or "0644"
-            try:
+            with contextlib.suppress(ValueError):
                 os.chmod(dest, int(perms, 8))
-            except ValueError:
-                pass
             if tmpl.get("Envvars"):
                 env.update(parse_env_file(text))
         return env

@@ -259,8 +259,8 @@ def test_restart_policy_and_reschedule(client: nomad.Nomad, job_id: str,
     assert first["NextAllocation"] == second["ID"]
     assert second["PreviousAllocation"] == first["ID"]
     assert len(second["RescheduleTracker"]["Events"]) == 1
-    not_restarting = [e for e in first["TaskStates"]["app"]["Events"]
-                      if e["Type"] == "Not Restarting"][0]
+    not_restarting = next(e for e in first["TaskStates"]["app"]["Events"]
+                      if e["Type"] == "Not Restarting")
     assert not_restarting["DisplayMessage"] == \
         'Exceeded allowed attempts 2 in interval 1m0s and mode is "fail"'
     # Attempts=1 is used up: no third alloc.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import nomad
 import pytest
 import requests
@@ -33,7 +35,7 @@ def test_malformed_and_shapeless_bodies(nomad_url: str, job_id: str) -> None:
                  "Job ID hasn't been provided")
     bad_type = post(nomad_url, "/v1/jobs", b'{"Job": {"ID": "x", "Priority": "high"}}')
     assert bad_type.status_code == 400 and "cannot unmarshal string" in bad_type.text
-    body = requests.models.complexjson.dumps({"Job": service_job(job_id)})
+    body = json.dumps({"Job": service_job(job_id)})
     assert_plain(post(nomad_url, "/v1/job/other-name", body), 400, "Job ID does not match name")
     assert_plain(post(nomad_url, "/v1/jobs", b'{"Job": {"ID": "x"}}'), 500,
                  "1 error occurred:\n\t* Missing job task groups\n\n")
@@ -87,10 +89,9 @@ def test_oversized_body(nomad_url: str) -> None:
 
 def test_case_insensitive_keys_and_unknown_keys(client: nomad.Nomad, nomad_url: str,
                                                 job_id: str) -> None:
-    body = ('{"job": {"id": "%s", "type": "service", "NoSuchField": 1, "taskgroups": '
+    body = (f'{{"job": {{"id": "{job_id}", "type": "service", "NoSuchField": 1, "taskgroups": '
             '[{"name": "g", "count": 1, "tasks": [{"name": "t", "driver": "docker", '
-            '"config": {"image": "x:1", "Keep_Case": true}, "env": {"lower_key": "v"}}]}]}}'
-            % job_id)
+            '"config": {"image": "x:1", "Keep_Case": true}, "env": {"lower_key": "v"}}]}]}}')
     resp = post(nomad_url, "/v1/jobs", body)
     assert resp.status_code == 200, resp.text
     job = client.job.get_job(job_id)

@@ -60,6 +60,11 @@ async def open_stream(session: aiohttp.ClientSession, url: str, **params: Any
     return resp
 
 
+async def control_post(url: str) -> None:
+    async with aiohttp.ClientSession() as session, session.post(url) as resp:
+        assert resp.status == 200
+
+
 async def purge(client: nomad.Nomad, job_id: str) -> None:
     await asyncio.to_thread(lambda: client.job.deregister_job(job_id, purge=True))
 
@@ -105,8 +110,8 @@ async def test_deployment_and_allocation_events(nomad_url: str, client: nomad.No
             for e in _events(es)))
         events = _events(envs)
         assert {e["Topic"] for e in events} == {"Deployment", "Allocation"}
-        success = [e for e in events if e["Topic"] == "Deployment"
-                   and e["Payload"]["Deployment"]["Status"] == "successful"][0]
+        success = next(e for e in events if e["Topic"] == "Deployment"
+                   and e["Payload"]["Deployment"]["Status"] == "successful")
         assert success["Type"] == "PlanResult" and success["FilterKeys"] == [job_id]
         allocs = [e for e in events if e["Topic"] == "Allocation"]
         assert all(e["Payload"]["Allocation"]["Job"] is None for e in allocs)
@@ -196,7 +201,7 @@ async def test_heartbeats_and_buffer_semantics(
         assert envs[0]["Index"] > 1
         resp.close()
         # Dropping the buffer (a restart) leaves an empty ring: index=1 waits for new events.
-        requests.post(f"{ln.url}/_localnomad/events/drop-buffer", timeout=5)
+        await control_post(f"{ln.url}/_localnomad/events/drop-buffer")
         resp = await open_stream(session, ln.url, index=1, topic=["Job"])
         stream = Stream(resp)
         assert await stream.next_line() == {}
@@ -204,7 +209,7 @@ async def test_heartbeats_and_buffer_semantics(
         env = (await stream.envelopes_until(lambda es: len(es) >= 1))[0]
         assert env["Events"][0]["Key"] == "after-drop"
         # Cutting connections ends open streams.
-        requests.post(f"{ln.url}/_localnomad/events/cut", timeout=5)
+        await control_post(f"{ln.url}/_localnomad/events/cut")
         with pytest.raises((EOFError, aiohttp.ClientPayloadError, aiohttp.ClientError)):
             for _ in range(100):
                 await stream.next_line(3)

@@ -110,7 +110,9 @@ def test_podman_deployment_succeeds_then_fails(images: dict[str, str], tmp_path:
                          in ("successful", "failed") and d, 90, interval=0.2,
                          what="first deployment finished")
         alloc = client.job.get_allocations("e2e")[0]
-        assert dep["Status"] == "successful", "\n".join(e["Type"] + ": " + e["DisplayMessage"] for e in alloc["TaskStates"]["app"]["Events"])
+        events = alloc["TaskStates"]["app"]["Events"]
+        assert dep["Status"] == "successful", "\n".join(
+            e["Type"] + ": " + e["DisplayMessage"] for e in events)
         assert dep["StatusDescription"] == "Deployment completed successfully"
         full = client.allocation.get_allocation(alloc["ID"])
         port = full["AllocatedResources"]["Shared"]["Ports"][0]
@@ -127,10 +129,10 @@ def test_podman_deployment_succeeds_then_fails(images: dict[str, str], tmp_path:
                             and d["ID"] != dep["ID"] and d["Status"] == "failed" and d, 90,
                             interval=0.2, what="second deployment failed")
         assert failed["StatusDescription"] == "Failed due to unhealthy allocations"
-        bad = [a for a in client.job.get_allocations("e2e") if a["JobVersion"] == 1][0]
+        bad = next(a for a in client.job.get_allocations("e2e") if a["JobVersion"] == 1)
         assert bad["ClientStatus"] == "failed"
-        terminated = [e for e in bad["TaskStates"]["app"]["Events"]
-                      if e["Type"] == "Terminated"][0]
+        terminated = next(e for e in bad["TaskStates"]["app"]["Events"]
+                      if e["Type"] == "Terminated")
         assert terminated["ExitCode"] == 1
         logs = requests.get(f"{ln.url}/v1/client/fs/logs/{bad['ID']}",
                             params={"task": "app", "type": "stderr", "plain": "true"},

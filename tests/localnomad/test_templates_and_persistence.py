@@ -104,7 +104,7 @@ def test_template_failure_keeps_task_from_starting(
     alloc = client.job.get_allocations("nosecret")[0]
     state = alloc["TaskStates"]["app"]
     assert state["Failed"] is True and state["StartedAt"] is None
-    killing = [e for e in state["Events"] if e["Type"] == "Killing"][0]
+    killing = next(e for e in state["Events"] if e["Type"] == "Killing")
     assert killing["FailsTask"] is True
     assert killing["DisplayMessage"] == (
         "Template failed: vault.read(secret/data/does-not-exist): no secret exists at "
