@@ -14,9 +14,14 @@ from __future__ import annotations
 import asyncio
 from typing import TypeVar
 
+import msgspec
+
 from shared.bus.connection import UNAVAILABLE, Bus
 from shared.bus.kv import Entry, TypedKV
 from shared.errors import BackendUnavailable
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -35,9 +40,19 @@ async def kv_keys(bus: Bus, bucket: str, prefix: str | None = None) -> list[str]
 async def kv_values(
     bus: Bus, kv: TypedKV[T], bucket: str, prefix: str | None = None, *, batch: int = 64
 ) -> list[Entry[T]]:
+    """The live entries; one record that no longer decodes is logged and skipped, so it
+    cannot take a whole listing down."""
     keys = await kv_keys(bus, bucket, prefix)
     out: list[Entry[T]] = []
     for start in range(0, len(keys), batch):
-        entries = await asyncio.gather(*(kv.get(k) for k in keys[start : start + batch]))
-        out.extend(e for e in entries if e is not None)
+        chunk = keys[start : start + batch]
+        entries = await asyncio.gather(*(kv.get(k) for k in chunk), return_exceptions=True)
+        for key, entry in zip(chunk, entries, strict=True):
+            if isinstance(entry, msgspec.ValidationError | msgspec.DecodeError):
+                log.warning("kv record does not decode; skipped", bucket=bucket, key=key,
+                            error=str(entry))
+            elif isinstance(entry, BaseException):
+                raise entry
+            elif entry is not None:
+                out.append(entry)
     return out
