@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -57,6 +58,9 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()
+    # Objects alive now (imports, the app) never become garbage: keep them out of the
+    # collector's full passes, which otherwise grow with them and stall the loop.
+    gc.freeze()
     print(f"localnomad ready addr=http://{settings.host}:{settings.port} "
           f"runtime={settings.runtime}", flush=True)
     stop = asyncio.Event()

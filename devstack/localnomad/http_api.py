@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +23,6 @@ from .bexpr import FilterError, compile_filter
 from .durations import MINUTE, S, parse_go_duration
 from .errors import ApiError
 from .events import Subscription, parse_topics
-from .scheduler import is_current
 from .server import Server
 from .state import alloc_terminal
 
@@ -998,8 +996,3 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/nodes", nodes_list)
     r.add_get("/v1/node/{id}", node_read)
     r.add_get("/v1/node/{id}/allocations", node_allocations)
-
-
-def unused(_: Any) -> None:
-    """Keep imports used by type checkers only."""
-    _ = (is_current, time)

@@ -257,7 +257,9 @@ def decode(body: bytes, spec: Struct) -> dict[str, Any]:
     """Decode a request body into a canonical-key dict for `spec`."""
     value = parse_json(body)
     if not isinstance(value, dict):
-        raise _type_error(value, "api." + spec.go_name, spec.go_name)
+        got = _JSON_TYPE.get(type(value), "value")
+        raise DecodeError(f"json: cannot unmarshal {got} into Go value of type "
+                          f"api.{spec.go_name}")
     result = _normalize(value, spec, spec.go_name)
     assert isinstance(result, dict)
     return result
