@@ -102,11 +102,15 @@ def up(
 
 
 @dev_app.command()
-def down() -> None:
-    """Stop every component of the stack (SIGTERM, then SIGKILL after a deadline)."""
+def down(
+    keep_containers: bool = typer.Option(
+        False, help="Leave the apps' containers running (a later `up` re-adopts them)."
+    ),
+) -> None:
+    """Stop every component of the stack and the apps' containers (SIGTERM, then SIGKILL)."""
     config = StackConfig.load()
     try:
-        stopped = Stack(config).down()
+        stopped = Stack(config).down(keep_containers=keep_containers)
     except RuntimeError as error:
         console.print(f"[red]could not stop everything:[/red] {error}")
         raise typer.Exit(1) from None

@@ -22,6 +22,8 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -474,8 +476,14 @@ class Stack:
             )
         return rows
 
-    def down(self, timeout_s: float | None = None) -> list[tuple[str, bool]]:
+    def down(
+        self, timeout_s: float | None = None, keep_containers: bool = False
+    ) -> list[tuple[str, bool]]:
         """Stop every component: services, then localnomad, then the infrastructure.
+
+        localnomad leaves its app containers running when it stops (so that a restarted
+        localnomad re-adopts them); `down` removes them afterwards unless `keep_containers`,
+        because "the stack is down" should mean nothing of it still listens.
 
         Components of one group stop in parallel, so one slow shutdown (which ends in SIGKILL
         after its deadline) does not add up with the others'. Goes through all of
@@ -501,9 +509,33 @@ class Stack:
                         errors.append(outcome)
                     else:
                         stopped.append(outcome)
+            if group == ["localnomad"] and not keep_containers:
+                removed = self.remove_app_containers()
+                if removed:
+                    stopped.append((f"{removed} app container(s)", True))
         if errors:
             raise RuntimeError("; ".join(errors))
         return stopped
+
+
+    def remove_app_containers(self) -> int:
+        """Remove the containers localnomad started in this stack's storage; return how many."""
+        storage = self.config.storage
+        if not storage.conf_file.exists() or shutil.which("podman") is None:
+            return 0
+        label = "label=localnomad.alloc"
+        listed = subprocess.run(
+            storage.podman("ps", "--all", "--quiet", "--filter", label), env=storage.env(),
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        ids = listed.stdout.split()
+        if listed.returncode != 0 or not ids:
+            return 0
+        subprocess.run(
+            storage.podman("rm", "--force", "--time", "10", *ids), env=storage.env(),
+            capture_output=True, timeout=120, check=False,
+        )
+        return len(ids)
 
 
 def _nomad_answers(addr: str) -> bool:
