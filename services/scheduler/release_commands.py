@@ -203,7 +203,13 @@ class ReleaseCommandHandler:
                      deploy_id=deploy.id, status=deploy.status)
             return False
         if deploy.release is not None:
-            return True  # made before a crash or by an earlier delivery
+            # Made before a crash or by an earlier delivery. If the crash came between the
+            # deploy write and the event, announce it now (the msg id keeps it single).
+            if deploy.status == "deploying" and deploy.job_modify_index is None:
+                release = await self._get_release(command.app, deploy.release)
+                if release is not None and release.deploy_id == deploy.id:
+                    await self._announce(release)
+            return True
         app_entry = await self.stores.apps.get(command.app)
         if app_entry is None:
             await self._fail(deploy.id, f"app {command.app} does not exist", "unknown_app")
@@ -429,8 +435,11 @@ class ReleaseCommandHandler:
                                    decision.superseded_by or "a newer release", release=version)
             return False
 
-        if decision.previous_active and decision.previous_active != deploy.id:
-            await supersede_deploy(self.bus, self.stores, decision.previous_active, deploy.id)
+        previous = decision.previous_active
+        # The deploy a rollback is for keeps its own outcome (the watcher moves it to
+        # rolled_back or failed): it is not superseded by its own rollback.
+        if previous and previous not in (deploy.id, deploy.rollback_for):
+            await supersede_deploy(self.bus, self.stores, previous, deploy.id)
 
         nothing_to_run = not release.image
 
@@ -444,12 +453,7 @@ class ReleaseCommandHandler:
             return record
 
         updated = await self.stores.deploys.mutate(deploy.id, mark)
-        await self.bus.publish_event(
-            ReleaseCreated(app=name, deploy_id=deploy.id, release=version, kind=release.kind,
-                           description=release.description, created_by=release.created_by,
-                           image=release.image),
-            msg_id=f"{deploy.id}:release.created",
-        )
+        await self._announce(release)
         if nothing_to_run and updated is not None and updated.value.status == "healthy":
             await self.bus.publish_event(
                 DeployFinished(app=name, deploy_id=deploy.id, status="healthy", release=version,
@@ -457,6 +461,16 @@ class ReleaseCommandHandler:
                 msg_id=f"{deploy.id}:finished",
             )
         return not nothing_to_run
+
+
+    async def _announce(self, release: ReleaseRecord) -> None:
+        await self.bus.publish_event(
+            ReleaseCreated(app=release.app, deploy_id=release.deploy_id,
+                           release=release.version, kind=release.kind,
+                           description=release.description, created_by=release.created_by,
+                           image=release.image),
+            msg_id=f"{release.deploy_id}:release.created",
+        )
 
 
 def _skip_past(version: int) -> Callable[[AppRecord], AppRecord | None]:

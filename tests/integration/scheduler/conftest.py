@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from nats.js.api import DeliverPolicy
 
 from devstack.components.base import Component
 from devstack.components.localnomad import LocalNomad
@@ -124,7 +125,13 @@ class Harness:
         async def on_event(msg: Any) -> None:
             self.events.append(decode_event(msg.data))
 
-        self._sub = await self.bus.nc.subscribe(subjects.EVENTS_ALL, cb=on_event)
+        # Read the timeline from the stream, as dashboards and the SSE endpoint do: a
+        # publish JetStream deduplicated (same Nats-Msg-Id) is not in it, although a core
+        # subscriber would still see it.
+        self._sub = await self.bus.js.subscribe(
+            subjects.EVENTS_ALL, cb=on_event, ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+        )
 
     async def stop(self) -> None:
         if self._sub is not None:

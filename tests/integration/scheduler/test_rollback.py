@@ -136,6 +136,8 @@ async def test_automatic_rollback_creates_its_deploy_record_once(
     assert deploy.kind == "rollback" and deploy.automatic
     assert deploy.rollback_for == f"{app}-d2" and deploy.release == 3
     await harness.wait_event(app, "deploy.accepted")
+    # The failed deploy keeps its own outcome for the watcher to decide (rolled_back).
+    assert (await harness.deploy(f"{app}-d2")).status == "deploying"
     assert [r.version for r in await harness.releases(app)] == [1, 2, 3]
     versions = await harness.versions(app)
     assert sorted(v["Meta"]["shaman_release"] for v in versions) == ["1", "2", "3"]
