@@ -23,8 +23,8 @@ redeliveries and concurrent copies of the scheduler:
    is registered. Retries of the pass belong to the work queue, the periodic resync
    and the re-drive sweep, not to the message.
 
-`Scale` sets the app's instance count (the reconcile renders it) and publishes
-`app.scaled`; `Reconcile` only enqueues. Commands for one app are serialized in this
+`Scale` re-renders the app with the instance count the api wrote on its record and
+publishes `app.scaled`; `Reconcile` only enqueues. Commands for one app are serialized in this
 process by a per-app lock (and across processes by the KV CAS above).
 
 What only the scheduler can decide ends a deploy as `failed` here: unknown or destroyed
@@ -174,16 +174,15 @@ class ReleaseCommandHandler:
     # -- scale -----------------------------------------------------------------------
 
     async def _scale(self, command: Scale) -> bool:
-        def change(app: AppRecord) -> AppRecord | None:
-            if app.spec.instances == command.instances:
-                return None
-            app.spec = msgspec.structs.replace(app.spec, instances=command.instances)
-            return app
+        """The api already wrote the count on the app record (its field); render it.
 
+        The command's own number is never written back: a redelivered older Scale must
+        not undo a newer one. The reconcile renders whatever the record says now.
+        """
         if await self.stores.apps.get(command.app) is None:
             log.warning("scale of an unknown app ignored", app=command.app)
             return False
-        await self.stores.apps.mutate(command.app, change)
+        self.queue.add(command.app)
         log.info("app scaled", app=command.app, instances=command.instances,
                  previous=command.previous)
         await self.bus.publish_event(

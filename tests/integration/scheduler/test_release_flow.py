@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+import msgspec
 
 from services.scheduler.app import SchedulerApp
 from shared import subjects
@@ -122,6 +123,12 @@ async def test_scale_changes_the_count_without_a_release(
     await harness.deploy_image(app, f"{app}-d1", image(app, DIGEST_A))
     await harness.wait_submitted(f"{app}-d1")
 
+    # What the api does: the count on the app record, then the command.
+    def three(record):  # type: ignore[no-untyped-def]
+        record.spec = msgspec.structs.replace(record.spec, instances=3)
+        return record
+
+    await harness.stores.apps.mutate(app, three)
     await harness.publish(Scale(app=app, instances=3, previous=1, requested_by="dave",
                                 request_id=f"{app}-s1"), f"{app}-s1:scale")
     (scaled,) = await harness.wait_event(app, "app.scaled")
