@@ -7,6 +7,7 @@ from typing import Any
 
 import nomad
 import pytest
+import requests
 from nomad.api import exceptions as nx
 
 from .conftest import MS, SEC, service_job, wait_until
@@ -266,4 +267,60 @@ def test_restart_policy_and_reschedule(client: nomad.Nomad, job_id: str,
     # Attempts=1 is used up: no third alloc.
     wait_until(lambda: True, 0.3)
     assert len(client.job.get_allocations(job_id)) == 2
+    client.job.deregister_job(job_id, purge=True)
+
+
+def test_services_and_alloc_stop(client: nomad.Nomad, nomad_url: str, job_id: str) -> None:
+    client.jobs.register_job({"Job": service_job(job_id, count=2)})
+    latest_deployment(client, job_id, "successful")
+    name = f"{job_id}-web"
+    regs = wait_until(lambda: len(r := requests.get(f"{nomad_url}/v1/service/{name}",
+                                                    timeout=5).json()) == 2 and r, 5,
+                      what="two registrations")
+    allocs = {a["ID"]: a for a in client.job.get_allocations(job_id)}
+    for reg in regs:
+        alloc = client.allocation.get_allocation(reg["AllocID"])
+        port = alloc["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
+        assert reg["Address"] == "127.0.0.1" and reg["Port"] == port
+        assert reg["JobID"] == job_id and reg["AllocID"] in allocs
+    listed = requests.get(f"{nomad_url}/v1/services", timeout=5).json()
+    assert any(s["ServiceName"] == name for ns in listed for s in ns["Services"])
+
+    victim = regs[0]["AllocID"]
+    resp = client.allocation.stop_allocation(victim)
+    assert resp["EvalID"]
+
+    def replaced() -> bool:
+        allocs = client.job.get_allocations(job_id)
+        running = [a for a in allocs if a["ClientStatus"] == "running"
+                   and a["DesiredStatus"] == "run"]
+        return len(running) == 2 and victim not in {a["ID"] for a in running}
+
+    wait_until(replaced, 10, what="stopped alloc replaced")
+    stopped = client.allocation.get_allocation(victim)
+    assert stopped["DesiredStatus"] == "stop" and stopped["ClientStatus"] == "complete"
+    wait_until(lambda: victim not in {r["AllocID"] for r in requests.get(
+        f"{nomad_url}/v1/service/{name}", timeout=5).json()}, 5, what="deregistered")
+    client.job.deregister_job(job_id, purge=True)
+
+
+def test_driver_failure_and_stuck_watcher(client: nomad.Nomad, job_id: str,
+                                          control: Callable[..., Any]) -> None:
+    control("behaviors", {"job": job_id, "start_error": "failed to pull image x: boom"})
+    job = service_job(job_id, count=1, HealthyDeadline=500 * MS, ProgressDeadline=1 * SEC)
+    control("watcher", {"paused": True})
+    try:
+        client.jobs.register_job({"Job": job})
+        alloc = wait_until(lambda: [a for a in client.job.get_allocations(job_id)
+                                    if a["ClientStatus"] == "failed"], 5, what="failed")[0]
+        events = alloc["TaskStates"]["app"]["Events"]
+        failure = next(e for e in events if e["Type"] == "Driver Failure")
+        assert failure["DriverError"] == "failed to pull image x: boom"
+        # With the watcher frozen the deployment stays running past its deadline.
+        wait_until(lambda: True, 1.3)
+        assert client.job.get_deployment(job_id)["Status"] == "running"
+    finally:
+        control("watcher", {"paused": False})
+    dep = latest_deployment(client, job_id, "failed", timeout=5)
+    assert dep["StatusDescription"].startswith("Failed due to")
     client.job.deregister_job(job_id, purge=True)

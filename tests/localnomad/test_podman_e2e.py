@@ -69,7 +69,8 @@ def images(registry: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     ok = f"{registry}/ln-e2e/web:ok"
     bad = f"{registry}/ln-e2e/web:bad"
     build_and_push(storage, work / "ok", ok,
-                   ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"],
+                   ["/bin/busybox", "sh", "-c",
+                    "echo serving on 8080; exec /bin/busybox httpd -f -p 8080 -h /www"],
                    {"www/health": "ok\n", "www/index.html": "hello\n"})
     build_and_push(storage, work / "bad", bad,
                    ["/bin/busybox", "sh", "-c", "echo crashing >&2; exit 1"], {})
@@ -123,6 +124,20 @@ def test_podman_deployment_succeeds_then_fails(images: dict[str, str], tmp_path:
         assert [c["Status"] for c in checks.values()] == ["success"]
         events = [e["Type"] for e in full["TaskStates"]["app"]["Events"]]
         assert "Driver" in events and "Started" in events
+
+        # Restart localnomad: the running container is re-adopted, not restarted.
+        ln.stop()
+        ln = start_localnomad(data, "--runtime", "podman", "--podman-root", str(podman_root),
+                              port=ln.port)
+        client = nomad.Nomad(host="127.0.0.1", port=ln.port, timeout=30)
+        again = client.allocation.get_allocation(alloc["ID"])
+        assert again["ClientStatus"] == "running"
+        assert again["TaskStates"]["app"]["Restarts"] == 0
+        assert requests.get(f"http://127.0.0.1:{port['Value']}/health", timeout=5).ok
+        wait_until(lambda: "serving on 8080" in requests.get(
+            f"{ln.url}/v1/client/fs/logs/{alloc['ID']}",
+            params={"task": "app", "type": "stdout", "plain": "true"}, timeout=5).text,
+            10, what="logs of the adopted container")
 
         client.jobs.register_job({"Job": podman_job("e2e", images["bad"], "2")})
         failed = wait_until(lambda: (d := client.job.get_deployment("e2e"))
