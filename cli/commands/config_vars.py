@@ -66,7 +66,7 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
 
 
 def set_config(
-    pairs: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="Vars to set.")],
+    pairs: Annotated[list[str], typer.Argument(metavar="KEY=VALUE", help="Vars to set.")],
     app: AppOption = None,
     wait: ChangeWaitOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
@@ -85,7 +85,7 @@ def set_config(
 
 
 def unset_config(
-    keys: Annotated[list[str], typer.Argument(metavar="KEY...", help="Vars to remove.")],
+    keys: Annotated[list[str], typer.Argument(metavar="KEY", help="Vars to remove.")],
     app: AppOption = None,
     wait: ChangeWaitOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT_S,

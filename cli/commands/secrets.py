@@ -65,7 +65,7 @@ def _check_keys(keys: list[str]) -> None:
 def set_secrets(
     keys: Annotated[
         list[str] | None,
-        typer.Argument(metavar="KEY...", help="Secret names; values come from stdin or a prompt."),
+        typer.Argument(metavar="KEY", help="Secret names; values come from stdin or a prompt."),
     ] = None,
     app: AppOption = None,
     wait: ChangeWaitOption = False,
