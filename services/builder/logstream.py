@@ -24,7 +24,6 @@ from shared.bus import Bus
 from shared.errors import BackendUnavailable
 from shared.events import BuildLog
 from shared.logging import get_logger
-from shared.tasks import BackgroundTasks
 
 log = get_logger(__name__)
 
@@ -62,7 +61,8 @@ class BuildLogStream:
         self._truncated = False
         self._published = 0  # lines[:_published] went out as events
         self._wake = asyncio.Event()
-        self._tasks = BackgroundTasks(f"build-log:{deploy_id}")
+        self._closing = False
+        self._flusher_task: asyncio.Task[None] | None = None
         self.dropped_batches = 0
 
     def line(self, text: str) -> None:
@@ -85,16 +85,31 @@ class BuildLogStream:
         return "\n".join(self.lines) + ("\n" if self.lines else "")
 
     async def __aenter__(self) -> BuildLogStream:
-        self._tasks.spawn("flusher", self._flusher())
+        self._flusher_task = asyncio.create_task(
+            self._flusher(), name=f"build-log:{self.deploy_id}:flusher")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._tasks.close()
+        # The flusher is asked to finish rather than cancelled: a cancellation that lands
+        # while a publish completes can be swallowed by asyncio.wait_for (Python 3.11),
+        # which would leave it running.
+        self._closing = True
+        self._wake.set()
+        task = self._flusher_task
+        if task is not None:
+            try:
+                await task
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            except Exception as exc:  # a crashed flusher must not hide the build's outcome
+                log.warning("build log flusher failed", deploy_id=self.deploy_id,
+                            error=repr(exc))
         # Whatever the flusher had not sent yet goes out now, in order.
         await self.flush()
 
     async def _flusher(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()

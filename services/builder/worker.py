@@ -199,14 +199,19 @@ class BuildWorker:
         self, deploy_id: str, build: Callable[[], Coroutine[Any, Any, BuiltImage]]
     ) -> BuiltImage:
         """Run the build until it ends, the deploy stops being wanted, or time runs out."""
+        stop_watching = asyncio.Event()
         build_task = asyncio.create_task(build(), name=f"build:{deploy_id}")
-        watch_task = asyncio.create_task(self._watch(deploy_id), name=f"watch:{deploy_id}")
+        watch_task = asyncio.create_task(self._watch(deploy_id, stop_watching),
+                                         name=f"watch:{deploy_id}")
         try:
             done, _ = await asyncio.wait(
                 {build_task, watch_task}, timeout=self.settings.build_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
+            # The watcher also ends by itself: a cancellation swallowed inside a NATS
+            # call (asyncio.wait_for in 3.11) must not leave it polling forever.
+            stop_watching.set()
             if not build_task.done() or not watch_task.done():
                 for task in (build_task, watch_task):
                     task.cancel()
@@ -214,14 +219,18 @@ class BuildWorker:
                 await asyncio.wait({build_task, watch_task})
         if build_task in done:
             return build_task.result()
-        if watch_task in done:
-            raise Superseded(watch_task.result())
+        if watch_task in done and watch_task.result() is not None:
+            raise Superseded(str(watch_task.result()))
         raise BuildTimedOut
 
-    async def _watch(self, deploy_id: str) -> str:
-        """Return the deploy's status once it is terminal (checked every interval)."""
-        while True:
-            await asyncio.sleep(self.settings.deploy_check_interval_s)
+    async def _watch(self, deploy_id: str, stop: asyncio.Event) -> str | None:
+        """Return the deploy's status once it is terminal (checked every interval);
+        None once asked to stop."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.deploy_check_interval_s)
+            if stop.is_set():
+                break
             try:
                 entry = await self.deploys.get(deploy_id)
             except BackendUnavailable:
@@ -230,6 +239,7 @@ class BuildWorker:
                 return "deleted"
             if entry.value.terminal:
                 return entry.value.status
+        return None
 
     # -- records and events ---------------------------------------------------------------
 
