@@ -213,8 +213,9 @@ class ShamanClient:
     ) -> AsyncGenerator[StreamedEvent, None]:
         """One SSE connection to `GET /v1/events`; ends when the server closes it.
 
-        `connected` is set once the server has answered 200, i.e. once it follows the
-        timeline, so a caller can start a deploy only after it is sure to see its events.
+        `connected` is set once the server has answered 200 *and* sent its first bytes
+        (the API opens every stream with `retry:` and a `: connected` comment), so a caller
+        can start a deploy once the server follows the timeline and see all its events.
         The server sends a keep-alive comment every 15 s; `read_timeout_s` of silence
         means the connection is dead.
         """
@@ -244,10 +245,10 @@ class ShamanClient:
     ) -> AsyncIterator[SseEvent]:
         parser = SseParser()
         async with self._open_stream(path, params, headers, read_timeout_s) as response:
-            if connected is not None:
-                connected.set()
             try:
                 async for chunk in response.content.iter_any():
+                    if connected is not None:
+                        connected.set()
                     for event in parser.feed(chunk):
                         yield event
             except (TimeoutError, aiohttp.ClientPayloadError,
