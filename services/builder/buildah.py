@@ -103,26 +103,43 @@ def push_command(
     return storage.command(*args)
 
 
-_STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
+_STEP = re.compile(r"^(?:\[(\d+)/(\d+)\] )?STEP (\d+)/(\d+): (.*)$")
 _FAILED_AT = re.compile(r'building at STEP "(.*)": (.*)$')
+_CACHE_HIT = "--> Using cache"
 
 
 class StepTracker:
-    """Remembers the step buildah is at and, after a failure, which one failed."""
+    """Follows buildah's output: the step it is at, which one failed, and cache use.
+
+    Multi-stage builds prefix steps with their stage (`[2/2] STEP 3/3: RUN …`).
+    """
 
     def __init__(self) -> None:
+        self.stage: str | None = None  # "2/2" in multi-stage builds
         self.number: int | None = None
         self.total: int | None = None
         self.instruction: str | None = None
         self.error: str | None = None
+        self.steps_seen = 0
+        self.from_steps = 0
+        self.cache_hits = 0
 
     def observe(self, line: str) -> None:
-        match = _STEP.match(line.strip())
+        text = line.strip()
+        match = _STEP.match(text)
         if match:
-            self.number, self.total = int(match.group(1)), int(match.group(2))
-            self.instruction = match.group(3)
+            stage_n, stage_m, number, total, instruction = match.groups()
+            self.stage = f"{stage_n}/{stage_m}" if stage_n else None
+            self.number, self.total = int(number), int(total)
+            self.instruction = instruction
+            self.steps_seen += 1
+            if instruction.upper().startswith("FROM "):
+                self.from_steps += 1
             return
-        failed = _FAILED_AT.search(line)
+        if text.startswith(_CACHE_HIT):
+            self.cache_hits += 1
+            return
+        failed = _FAILED_AT.search(text)
         if failed:
             # buildah names the failing instruction itself; it wins over our guess.
             self.instruction = failed.group(1)
@@ -133,13 +150,20 @@ class StepTracker:
         """e.g. `RUN make` (for BuildFailed.step)."""
         return self.instruction
 
+    @property
+    def fully_cached(self) -> bool:
+        """Every step after FROM came from the layer cache."""
+        work = self.steps_seen - self.from_steps
+        return work > 0 and self.cache_hits >= work
+
     def describe(self) -> str | None:
-        """e.g. `STEP 3/4: RUN make` for people."""
+        """e.g. `STEP 3/4: RUN make` (with `stage 2/2 ` first in multi-stage builds)."""
         if self.instruction is None:
             return None
-        if self.number is not None:
-            return f"STEP {self.number}/{self.total}: {self.instruction}"
-        return self.instruction
+        if self.number is None:
+            return self.instruction
+        where = f"STEP {self.number}/{self.total}: {self.instruction}"
+        return f"stage {self.stage} {where}" if self.stage else where
 
 
 def find_containerfile(context: Path, configured: str) -> Path | None:

@@ -177,13 +177,9 @@ class ImagePipeline:
         self.storage.prepare()
         env = self.storage.env()
         steps = StepTracker()
-        cache_hits = 0
 
         def on_build_line(line: str) -> None:
-            nonlocal cache_hits
             steps.observe(line)
-            if line.startswith("--> Using cache"):
-                cache_hits += 1
             log.line(line)
 
         log.line(f"$ buildah bud -f {containerfile.name} -t {tag}")
@@ -201,7 +197,7 @@ class ImagePipeline:
             tail = "\n".join(log.tail(LOG_TAIL_LINES))
             raise BuildFailed(f"{reason}\n--- log tail ---\n{tail}", step=steps.step)
         log.line(f"built {tag} in {time.monotonic() - started:.2f}s")
-        cached = steps.total is not None and cache_hits >= steps.total - 1 > 0
+        cached = steps.fully_cached
         digestfile = workdir / "digest"
         log.line(f"$ buildah push {tag}")
         argv = push_command(self.storage, tag=tag, digestfile=digestfile,

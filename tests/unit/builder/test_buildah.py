@@ -61,3 +61,24 @@ def test_find_containerfile(tmp_path: Path) -> None:
         tmp_path / "deploy/Web.containerfile").resolve()
     assert find_containerfile(tmp_path, "../../etc/passwd") is None
     assert find_containerfile(tmp_path / "deploy", "Containerfile") is None
+
+
+def test_step_tracker_multi_stage_and_cache() -> None:
+    tracker = StepTracker()
+    for line in [
+        "[1/2] STEP 1/2: FROM r/busybox AS b",
+        "[1/2] STEP 2/2: RUN echo one > /x",
+        "--> Using cache 57a3",
+        "[2/2] STEP 1/3: FROM r/busybox",
+        "[2/2] STEP 2/3: COPY --from=b /x /x",
+        "--> Using cache 73f7",
+        "[2/2] STEP 3/3: RUN exit 4",
+        'Error: building at STEP "RUN exit 4": exit status 4',
+    ]:
+        tracker.observe(line)
+    assert tracker.describe() == "stage 2/2 STEP 3/3: RUN exit 4"
+    assert not tracker.fully_cached  # the last RUN ran
+    cached = StepTracker()
+    for line in ["STEP 1/2: FROM r/b", "STEP 2/2: COPY a /a", "--> Using cache 1"]:
+        cached.observe(line)
+    assert cached.fully_cached
