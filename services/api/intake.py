@@ -48,6 +48,7 @@ QUEUE_FAILED = "could not queue the deploy: NATS was unavailable"
 STALE_CLAIM = timedelta(seconds=10)
 # Re-publishing a queued command is only safe while JetStream still dedupes its msg id.
 REPUBLISH_WINDOW = timedelta(seconds=240)
+CAS_ATTEMPTS = 500
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,9 @@ class DeployIntake:
             record.latest_deploy_id = deploy_id
             return record
 
-        if await self.apps.mutate(app, change) is None:
+        # Every deploy of an app writes this one record: under a burst of N concurrent
+        # deploys one writer wins each round, so allow well over N rounds.
+        if await self.apps.mutate(app, change, attempts=CAS_ATTEMPTS) is None:
             raise NotFoundError(f"app {app} does not exist")
         if previous[0] and previous[0] != deploy_id:
             await self._supersede(app, previous[0], deploy_id)
@@ -211,7 +214,7 @@ class DeployIntake:
             record.superseded_by = new_id
             return record
 
-        entry = await self.deploys.mutate(old_id, change)
+        entry = await self.deploys.mutate(old_id, change, attempts=CAS_ATTEMPTS)
         if entry is None:
             return
         log.info("deploy superseded", app=app, deploy_id=old_id, superseded_by=new_id)
