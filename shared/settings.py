@@ -138,7 +138,8 @@ class SchedulerSettings(CommonSettings, NomadSettings, VaultSettings):
     check_rollback_image: bool = True
     registry_timeout_s: float = 5.0
     # Fault tests only (reliability.md §7): the process exits at once (code 137, like
-    # kill -9) when it reaches the named point: after_release_created, after_nomad_register.
+    # kill -9) when it reaches the named point: after_release_created, after_app_updated,
+    # after_nomad_register.
     crashpoint: str = ""
 
 
