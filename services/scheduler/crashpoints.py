@@ -7,6 +7,7 @@ flushed, acked or drained: that is the point. Armed only through
 SHAMAN_CRASHPOINT; empty (the default) in every real deployment.
 
 Points: `after_release_created` (release record written, app not yet updated),
+`after_app_updated` (the release is current, the deploy not yet updated),
 `after_nomad_register` (job registered, deploy not yet updated, command not acked).
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-KNOWN = frozenset({"after_release_created", "after_nomad_register"})
+KNOWN = frozenset({"after_release_created", "after_app_updated", "after_nomad_register"})
 
 
 class Crashpoints:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 import msgspec
@@ -87,7 +87,8 @@ class _AppLocks:
 
     @contextlib.asynccontextmanager
     async def hold(self, app: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(app, (asyncio.Lock(), 0))
+        held = self._locks.get(app)
+        lock, users = held if held is not None else (asyncio.Lock(), 0)
         self._locks[app] = (lock, users + 1)
         try:
             async with lock:
@@ -107,7 +108,6 @@ class _Adoption:
     current: bool = False
     previous_active: str | None = None
     superseded_by: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 class ReleaseCommandHandler:
@@ -218,14 +218,15 @@ class ReleaseCommandHandler:
             await self._fail(deploy.id, f"app {command.app} was destroyed", "destroyed_app")
             return False
 
-        target: ReleaseRecord | None = None
-        if isinstance(command, Rollback):
-            target = await self._rollback_target(command, app, deploy)
-            if target is None:
-                return False
-
+        # Ours from a crashed earlier try? Then it is adopted as it is: the rollback checks
+        # below were passed then, and would now see our own release as the current one.
         release = await self._find_own_release(app, deploy)
         if release is None:
+            target: ReleaseRecord | None = None
+            if isinstance(command, Rollback):
+                target = await self._rollback_target(command, app, deploy)
+                if target is None:
+                    return False
             release = await self._create_release(command, deploy, target)
         return await self._adopt(release, deploy)
 
@@ -244,7 +245,7 @@ class ReleaseCommandHandler:
             rollback_for=command.failed_deploy_id if isinstance(command, Rollback) else None,
             image=command.image if isinstance(command, DeployImage) else None,
             digest=command.digest if isinstance(command, DeployImage) else None,
-            reason=(command.reason or None) if isinstance(command, Rollback) else None,
+            description=_description_of(command),
         )
         try:
             await self.stores.deploys.create(command.deploy_id, record)
@@ -426,6 +427,7 @@ class ReleaseCommandHandler:
             return app if changed else None
 
         await self.stores.apps.mutate(name, change)
+        self.crashpoints.reach("after_app_updated")
 
         if not decision.current:
             log.info("release superseded before it became current", app=name, release=version,
@@ -480,6 +482,18 @@ def _skip_past(version: int) -> Callable[[AppRecord], AppRecord | None]:
         return app
 
     return change
+
+
+def _description_of(command: ReleaseCommandWithDeploy) -> str:
+    if isinstance(command, Rollback):
+        what = f"Rollback to v{command.to_version}" if command.to_version else "Rollback"
+        if command.automatic:
+            why = f": {command.reason}" if command.reason else ""
+            return f"Automatic rollback after {command.failed_deploy_id}{why}"
+        return what
+    if isinstance(command, DeployImage | ChangeSecrets | ChangeProcess):
+        return command.description
+    return ""
 
 
 def _source_of(command: ReleaseCommandWithDeploy) -> str:

@@ -16,7 +16,7 @@ from services.scheduler.app import SchedulerApp, create_app
 from services.scheduler.sweeper import redrive_once
 from services.scheduler.workqueue import Result, WorkQueue
 from shared import subjects
-from shared.commands import DeployImage, Reconcile
+from shared.commands import DeployImage, Reconcile, Rollback
 from tests.integration.scheduler.conftest import (
     Harness,
     localnomad_control,
@@ -143,7 +143,8 @@ def start_crashing_scheduler(h: Harness, crashpoint: str, tmp: Path) -> subproce
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-@pytest.mark.parametrize("crashpoint", ["after_release_created", "after_nomad_register"])
+@pytest.mark.parametrize(
+    "crashpoint", ["after_release_created", "after_app_updated", "after_nomad_register"])
 async def test_kill_9_then_restart_submits_exactly_once(
     harness: Harness, sched_nats: str, sched_nomad: str, crashpoint: str, tmp_path: Path
 ) -> None:
@@ -313,3 +314,34 @@ async def test_redrive_sweep_enqueues_apps_with_unsubmitted_deploys(harness: Har
         await wait_for(lambda: app in seen, 5)
     finally:
         await queue.stop()
+
+
+async def test_automatic_rollback_killed_after_becoming_current_still_rolls_back(
+    harness: Harness, sched_nats: str, sched_nomad: str, tmp_path: Path
+) -> None:
+    app = harness.unique("crashrb")
+    await harness.create_app(app)
+    async with create_app(scheduler_settings(sched_nats, sched_nomad)):
+        await harness.deploy_image(app, f"{app}-d1", image(app, 1))
+        await harness.wait_submitted(f"{app}-d1")
+        await harness.deploy_image(app, f"{app}-d2", image(app, 2))
+        await harness.wait_submitted(f"{app}-d2")
+        await wait_for(lambda: work_queue_empty(harness), 15, message="commands acked")
+
+    await harness.publish(Rollback(deploy_id=f"{app}-d2-rollback", app=app, to_version=1,
+                                   automatic=True, created_by="watcher",
+                                   failed_deploy_id=f"{app}-d2"), f"{app}-d2:rollback")
+    proc = start_crashing_scheduler(harness, "after_app_updated", tmp_path)
+    try:
+        assert await asyncio.to_thread(proc.wait, 60) == 137
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # The rollback's release is current now; the restarted scheduler must not take that
+    # for "the failed release is no longer current" and cancel it.
+    async with create_app(scheduler_settings(sched_nats, sched_nomad)):
+        deploy = await harness.wait_deploy(
+            f"{app}-d2-rollback", lambda d: d.terminal or d.job_modify_index is not None, 30)
+    assert deploy.status == "deploying" and deploy.release == 3
+    assert [r.version for r in await harness.releases(app)] == [1, 2, 3]
+    assert release_metas(await harness.versions(app)) == ["3", "2", "1"]
