@@ -215,3 +215,14 @@ async def test_cached_rebuild_reuses_layers(
     assert second_record.digest == first_record.digest  # same source, same image
     by_deploy = {e.deploy_id: e for e in done}
     assert by_deploy[second].cached is True
+
+
+async def test_missing_containerfile_fails(builder, platform: Platform, tmp_path: Path) -> None:
+    app = unique("nocf")
+    url, _ = make_git_repo(tmp_path / "repo", {"README": "no build file here\n"})
+    await platform.create_app(app, dockerfile="deploy/Containerfile")
+    async with builder():
+        deploy_id = await platform.deploy(app, git_source(url, "main"))
+        record = await platform.wait_status(deploy_id, "failed")
+    assert record.reason == (
+        "no deploy/Containerfile (or Containerfile/Dockerfile beside it) in the source")
