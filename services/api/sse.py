@@ -51,7 +51,7 @@ def sse_frame(seq: int, data: bytes) -> bytes:
     return b"id: " + str(seq).encode() + b"\ndata: " + data.replace(b"\n", b"") + b"\n\n"
 
 
-KEEPALIVE = chunk(b": keepalive\n\n")
+KEEPALIVE = chunk(b": keep-alive\n\n")
 
 
 def app_of(subject: str) -> str:
