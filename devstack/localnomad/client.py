@@ -294,8 +294,10 @@ class AllocRunner:
     def task_finished(self) -> None:
         if all(r.finished for r in self.task_runners.values()):
             self._finish()
-            if self.stopping:
-                self.client.runner_done(self.alloc_id)
+            if self._health_task is not None and not self._health_task.done() \
+                    and not self.stopping:
+                return  # it still has to report the alloc unhealthy; it ends right after
+            self.client.runner_done(self.alloc_id)
 
     def sibling_failed(self, failed_task: str) -> None:
         for name, runner in self.task_runners.items():
@@ -421,6 +423,8 @@ class AllocRunner:
                 add_event(state, task_event("Alloc Unhealthy", reason))
             self.client.update(self.alloc_id, task_states=copy_states(self.task_states))
         self.client.update(self.alloc_id, health=healthy, health_for_deployment=deployment_id)
+        if self.task_runners and all(r.finished for r in self.task_runners.values()):
+            self.client.runner_done(self.alloc_id)
 
 
 class Waker:

@@ -848,12 +848,36 @@ async def regions(request: web.Request) -> web.Response:
     return json_response(request, ["global"])
 
 
+def _namespace_obj(name: str) -> dict[str, Any]:
+    return {"Name": name, "Description": "Default shared namespace" if name == "default"
+            else "", "Quota": "", "Meta": None, "Capabilities": None, "NodePoolConfiguration":
+            None, "CreateIndex": 1, "ModifyIndex": 1}
+
+
 async def namespaces(request: web.Request) -> web.Response:
     server = _server(request)
-    out = [{"Name": ns, "Description": "Default shared namespace" if ns == "default" else "",
-            "Quota": "", "Meta": None, "Capabilities": None, "CreateIndex": 1,
-            "ModifyIndex": 1} for ns in sorted(server.state.namespaces)]
-    return json_response(request, out, 1)
+    out = [_namespace_obj(ns) for ns in sorted(server.state.namespaces)]
+    return json_response(request, out, server.state.index)
+
+
+async def namespace_handler(request: web.Request) -> web.Response:
+    """Namespaces exist so jobs can be registered outside `default`; no quotas or ACLs."""
+    server = _server(request)
+    name = request.match_info["name"]
+    if request.method == "GET":
+        if name not in server.state.namespaces:
+            raise ApiError(404, "namespace not found")
+        return json_response(request, _namespace_obj(name), server.state.index)
+    if request.method == "DELETE":
+        if name == "default":
+            raise ApiError(500, "default namespace can not be deleted")
+        if any(ns == name for ns, _ in server.state.jobs):
+            raise ApiError(500, f'namespace "{name}" has non-terminal jobs in regions: [global]')
+        server.state.namespaces.discard(name)
+    else:
+        server.state.namespaces.add(name)
+    server.set_stable_index()
+    return json_response(request, {"Index": server.state.index}, server.state.index)
 
 
 async def agent_self(request: web.Request) -> web.Response:
@@ -992,6 +1016,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/status/peers", status_peers)
     r.add_get("/v1/regions", regions)
     r.add_get("/v1/namespaces", namespaces)
+    for method in ("GET", "PUT", "POST", "DELETE"):
+        r.add_route(method, "/v1/namespace/{name}", namespace_handler)
     r.add_get("/v1/agent/self", agent_self)
     r.add_get("/v1/nodes", nodes_list)
     r.add_get("/v1/node/{id}", node_read)

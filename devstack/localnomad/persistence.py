@@ -40,7 +40,7 @@ def snapshot(state: State, node_id: str) -> bytes:
         "Submissions": list(state.submissions.values()),
         "Allocs": allocs, "Deployments": list(state.deployments.values()),
         "Evals": list(state.evals.values()), "Services": list(state.services.values()),
-        "Nodes": list(state.nodes.values()),
+        "Nodes": list(state.nodes.values()), "Namespaces": sorted(state.namespaces),
     })
 
 
@@ -76,6 +76,7 @@ def restore(state: State, data: bytes) -> str | None:
         state.services[reg["ID"]] = reg
     for node in snap["Nodes"]:
         state.nodes[node["ID"]] = node
+    state.namespaces.update(snap.get("Namespaces") or [])
     node_id = snap.get("NodeID")
     return str(node_id) if node_id else None
 

@@ -293,16 +293,20 @@ class Server:
             raise ApiError(500, f'job "{job_id}" in namespace "{ns}" at version {version} '
                                 f'not found')
         target["Stable"] = stable
-        # A raft write with no event-stream mapping: the index moves, nothing is published.
+        index = self.set_stable_index(("jobs", "job_version"))
+        target["ModifyIndex"] = index
+        return {"JobModifyIndex": index, "Index": index, "LastContact": 0,
+                "KnownLeader": True}
+
+    def set_stable_index(self, tables: tuple[str, ...] = ()) -> int:
+        """A raft write with no event-stream mapping: the index moves, nothing is published."""
         st = self.state
         st.index += 1
-        for table in ("jobs", "job_version"):
+        for table in tables:
             st.table_index[table] = st.index
-        target["ModifyIndex"] = st.index
         st._notify()
         self._changed()
-        return {"JobModifyIndex": st.index, "Index": st.index, "LastContact": 0,
-                "KnownLeader": True}
+        return st.index
 
     def evaluate(self, ns: str, job_id: str, force_reschedule: bool) -> dict[str, Any]:
         key = (ns, job_id)
