@@ -2,9 +2,10 @@
 
 `StackConfig` says where the stack lives (`$SHAMAN_HOME`, else `.shaman/` in the checkout),
 its ports, which components it runs and how (localnomad's runtime, OpenBao persistent or dev).
-`Stack` starts them in dependency order and waits until each is healthy: nats-server,
-OpenBao and the registry together, then localnomad (it needs OpenBao's token), the seed
-image, then the four services together (within a phase each waits in its own thread).
+`Stack` starts each as soon as what it needs is healthy (DEPENDS_ON: nats-server, OpenBao
+and the registry at once; localnomad after OpenBao, whose token it gets; the busybox base
+image after the registry; the four services after what each of them uses) and waits until
+each is healthy.
 A component that is already running is left alone, so `up` is idempotent; `down` stops
 everything it finds through the pid files.
 
@@ -25,9 +26,10 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -48,6 +50,8 @@ from devstack.ports import free_port
 
 INFRA = ("nats", "openbao", "registry", "localnomad")
 ALL_COMPONENTS = (*INFRA, *SERVICES)
+#: What `up` reports on, in report order: the components and the base-image seeding.
+ALL_STEPS = (*INFRA, "seed", *SERVICES)
 
 DEFAULT_PORTS: dict[str, int] = {
     "nats": 4222,
@@ -67,14 +71,15 @@ CONFIG_FILE = "stack.json"
 #: podman refuses a longer runroot (its sockets live under it); localnomad checks the same.
 MAX_RUNROOT_CHARS = 50
 
-#: What each step cannot work without; a failed dependency skips the step with that reason.
+#: What each step cannot start without. A step starts once these are healthy, and is skipped
+#: when one failed. Every service needs OpenBao: its environment carries OpenBao's token.
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "localnomad": ("openbao",),
     "seed": ("registry",),
     "api": ("nats", "openbao"),
-    "builder": ("nats", "registry", "seed"),
+    "builder": ("nats", "openbao", "registry", "seed"),
     "scheduler": ("nats", "openbao", "localnomad"),
-    "watcher": ("nats", "localnomad"),
+    "watcher": ("nats", "openbao", "localnomad"),
 }
 
 
@@ -371,82 +376,79 @@ class Stack:
     def up(self, on_step: Callable[[StepResult], None] | None = None) -> UpResult:
         """Start what is not running, wait until everything is healthy, report each step.
 
-        A step whose dependency failed (DEPENDS_ON) is skipped with that reason; the others
-        still start, so one broken piece does not hide the state of the rest. Never raises
+        Each step starts as soon as the steps it needs (DEPENDS_ON) are healthy, each in its
+        own thread, so independent ones overlap (the services start while the base image is
+        being seeded). A step whose dependency failed is skipped with that reason; the others
+        still start, so one broken piece does not hide the state of the rest. `on_step` is
+        called as steps finish; `result.steps` is in start order. Never raises
         ComponentError: failures are in the result (`result.ok`, `result.failed`).
         """
         self.config.home.mkdir(parents=True, exist_ok=True)
         self.config.save()
-        result = UpResult()
-
-        def record(step: StepResult) -> None:
-            result.steps.append(step)
-            if on_step is not None:
-                on_step(step)
+        # Generated once, here, before threads could race to create the files.
+        self.config.admin_token()
+        if self.config.openbao_mode == "dev":
+            self.config.vault_token()
+        if "builder" in self.config.components or self.config.runs_localnomad:
+            # The builder only gets the path; the directories and containers.conf must exist.
+            self.config.storage.prepare()
 
         names = self.names()
-        phases: list[list[str]] = [
-            [n for n in ("nats", "openbao", "registry") if n in names],
-            [n for n in ("localnomad",) if n in names],
-            ["seed"] if self.config.seed_images and "registry" in names else [],
-            [n for n in SERVICES if n in names],
-        ]
+        order = [n for n in names if n in INFRA]
+        if self.config.seed_images and "registry" in names:
+            order.append("seed")
+        order += [n for n in names if n in SERVICES]
+
+        result = UpResult()
+        lock = threading.Lock()
+        started_at = time.monotonic()
+
+        def record(step: StepResult) -> StepResult:
+            with lock:
+                if on_step is not None:
+                    on_step(step)
+            return step
+
+        external: list[StepResult] = []
         if "localnomad" in self.config.components and not self.config.runs_localnomad:
-            record(StepResult("localnomad", "external", 0.0, self.config.nomad_addr))
-        for phase in phases:
-            runnable = []
-            for name in phase:
-                broken = [
-                    dep for dep in DEPENDS_ON.get(name, ())
-                    if any(step.name == dep and not step.ok for step in result.steps)
-                ]
-                if broken:
-                    record(StepResult(name, "skipped", 0.0, f"needs {', '.join(broken)}"))
-                else:
-                    runnable.append(name)
-            if runnable == ["seed"]:
-                record(self._seed())
-                continue
-            if "builder" in runnable:
-                # The builder only gets the path; the directories and containers.conf must exist.
-                self.config.storage.prepare()
-            for step in self._start_together(runnable):
-                record(step)
+            external.append(record(
+                StepResult("localnomad", "external", 0.0, self.config.nomad_addr)
+            ))
+
+        def run(name: str, needs: dict[str, Future[StepResult]]) -> StepResult:
+            broken = [dep for dep, future in needs.items() if not future.result().ok]
+            if broken:
+                return record(StepResult(name, "skipped", 0.0, f"needs {', '.join(broken)}"))
+            if name == "seed":
+                return record(self._seed(started_at))
+            return record(self._start_one(name, started_at))
+
+        futures: dict[str, Future[StepResult]] = {}
+        with ThreadPoolExecutor(max_workers=len(order) or 1, thread_name_prefix="up") as pool:
+            for name in order:
+                needs = {d: futures[d] for d in DEPENDS_ON.get(name, ()) if d in futures}
+                futures[name] = pool.submit(run, name, needs)
+        result.steps = external + [futures[name].result() for name in order]
+        result.steps.sort(key=lambda step: ALL_STEPS.index(step.name))
         return result
 
-    def _start_together(self, names: list[str]) -> list[StepResult]:
-        """Launch every component of a phase, then wait for all of them at once.
-
-        They are independent, so each waits in its own thread: the slowest one (OpenBao's
-        first initialisation) sets the phase's time, and each step reports its own.
-        """
-        started_at = time.monotonic()
-        components = {name: self._component_to_launch(name) for name in names}
-
-        def start(name: str) -> StepResult:
-            component = components[name]
-            try:
-                outcome = component.launch()
-                component.wait_healthy()
-            except ComponentError as error:
-                return StepResult(
-                    name, "failed", time.monotonic() - started_at, error.problem, error.log_path
-                )
+    def _start_one(self, name: str, started_at: float) -> StepResult:
+        """Launch one component (unless running) and wait until it is healthy."""
+        component = self._component_to_launch(name)
+        try:
+            outcome = component.launch()
+            component.wait_healthy()
+        except ComponentError as error:
             return StepResult(
-                name, outcome, time.monotonic() - started_at, "", component.log_path
+                name, "failed", time.monotonic() - started_at, error.problem, error.log_path
             )
+        return StepResult(name, outcome, time.monotonic() - started_at, "", component.log_path)
 
-        if len(names) <= 1:
-            return [start(name) for name in names]
-        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="devstack") as pool:
-            return list(pool.map(start, names))
-
-    def _seed(self) -> StepResult:
+    def _seed(self, started_at: float) -> StepResult:
         from devstack.images import ImageError
         from devstack.seed import ensure_busybox
 
         log_path = self.config.home / "logs" / "seed.log"
-        started_at = time.monotonic()
         try:
             outcome = ensure_busybox(self.config.registry, self.config.storage, log_path)
         except ImageError as error:

@@ -95,7 +95,7 @@ class _OpenBaoBase(Component):
 class OpenBao(_OpenBaoBase):
     """Persistent OpenBao: raft storage, init once, unseal on every start."""
 
-    # The first start initialises raft, which takes about ten seconds here.
+    # The first start initialises raft, which takes a few seconds; the deadline leaves room.
     start_timeout_s = 60.0
 
     def __init__(
@@ -141,6 +141,9 @@ class OpenBao(_OpenBaoBase):
             'storage "raft" {\n'
             f'  path    = "{self.data_dir}"\n'
             '  node_id = "shaman-dev"\n'
+            # Raft's production timing (the default is 5x slower, meant for slow networks):
+            # the first initialisation takes about 3 s instead of 10 s.
+            "  performance_multiplier = 1\n"
             "}\n"
             'listener "tcp" {\n'
             f'  address         = "{self.host}:{self.port}"\n'
