@@ -324,3 +324,27 @@ def test_driver_failure_and_stuck_watcher(client: nomad.Nomad, job_id: str,
     dep = latest_deployment(client, job_id, "failed", timeout=5)
     assert dep["StatusDescription"].startswith("Failed due to")
     client.job.deregister_job(job_id, purge=True)
+
+
+def test_canary_promote_refused_until_healthy(client: nomad.Nomad, job_id: str,
+                                              control: Callable[..., Any]) -> None:
+    job = service_job(job_id, count=2, Canary=1)
+    client.jobs.register_job({"Job": job})
+    first = latest_deployment(client, job_id, "successful")
+    control("behaviors", {"job": job_id, "job_version": 1, "hang": True})
+    job["Meta"]["release"] = "2"
+    client.jobs.register_job({"Job": job})
+    dep = wait_until(lambda: (d := client.job.get_deployment(job_id)) and d["ID"] != first["ID"]
+                     and d["TaskGroups"]["web"]["PlacedCanaries"] and d, 5,
+                     what="canary placed")
+    with pytest.raises(nx.BaseNomadException) as exc:
+        client.deployment.promote_deployment_groups(dep["ID"], ["web"])
+    assert exc.value.nomad_resp.status_code == 500
+    assert exc.value.nomad_resp.text == 'Task group "web" has 0/1 healthy allocations'
+    # Failing it stops the un-promoted canary and leaves the old version serving.
+    client.deployment.fail_deployment(dep["ID"])
+    canary = client.allocation.get_allocation(dep["TaskGroups"]["web"]["PlacedCanaries"][0])
+    assert canary["DesiredStatus"] == "stop"
+    assert canary["DesiredDescription"] == "alloc not needed due to job update"
+    assert running_versions(client, job_id) == [0, 0]
+    client.job.deregister_job(job_id, purge=True)
