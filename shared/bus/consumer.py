@@ -29,6 +29,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from shared.bus.connection import UNAVAILABLE, Bus
@@ -103,6 +104,7 @@ class WorkConsumer:
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._tasks = BackgroundTasks(f"consumer:{spec.durable}")
+        self._psub: JetStreamContext.PullSubscription | None = None
         self.handled = 0
         self.dead_lettered = 0
 
@@ -144,15 +146,21 @@ class WorkConsumer:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         await self._tasks.close()
+        # Unsubscribe so a later drain() does not wait for the pull inbox
+        # (nats-py never marks fetched messages as processed there).
+        if self._psub is not None:
+            with contextlib.suppress(Exception):
+                await self._psub.unsubscribe()
+            self._psub = None
 
     async def _fetch_loop(self) -> None:
-        psub = None
         while not self._stopping.is_set():
             try:
-                if psub is None:
-                    psub = await self.bus.js.pull_subscribe_bind(
+                if self._psub is None:
+                    self._psub = await self.bus.js.pull_subscribe_bind(
                         durable=self.spec.durable, stream=self.spec.stream
                     )
+                psub = self._psub
                 free = self.concurrency - len(self._inflight)
                 if free <= 0:
                     await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -163,7 +171,7 @@ class WorkConsumer:
             except (nats.js.errors.NotFoundError, *UNAVAILABLE) as exc:
                 # NATS restarting, or the consumer vanished: wait a little, rebind.
                 log.warning("fetch failed; retrying", durable=self.spec.durable, error=repr(exc))
-                psub = None
+                self._psub = None
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=0.5)
                 with contextlib.suppress(Exception):

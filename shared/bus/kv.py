@@ -8,6 +8,7 @@ racing writer uses.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -18,6 +19,9 @@ from nats.js.kv import KeyValue
 
 from shared.bus.connection import UNAVAILABLE
 from shared.errors import BackendUnavailable, ConflictError
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -86,22 +90,37 @@ class TypedKV(Generic[T]):
             raise BackendUnavailable("nats", f"kv delete failed: {exc!r}") from exc
 
     async def keys(self, prefix: str | None = None) -> list[str]:
-        """Keys, optionally those under `prefix.` (a NATS subject filter)."""
+        """Keys, optionally those under `prefix.`, sorted.
+
+        Asks the bucket's stream for its subjects (one exact request) instead of
+        nats-py's KeyValue.keys(), which can miss everything when the server
+        answers before the client reads the consumer info, and matches `filters`
+        as substrings. Keys whose latest entry is a delete marker are listed
+        too: `values` skips them.
+        """
+        root = f"$KV.{self._kv._name}."
+        subject_filter = f"{root}{prefix}.>" if prefix else f"{root}>"
         try:
-            if prefix:
-                return list(await self._kv.keys(filters=[f"{prefix}.>"]))
-            return list(await self._kv.keys())
-        except nats.js.errors.NoKeysError:
-            return []
+            info = await self._kv._js.stream_info(self._kv._stream, subjects_filter=subject_filter)
         except UNAVAILABLE as exc:
             raise BackendUnavailable("nats", f"kv keys failed: {exc!r}") from exc
+        return sorted(subject[len(root):] for subject in (info.state.subjects or {}))
 
-    async def values(self, prefix: str | None = None) -> list[Entry[T]]:
+    async def values(self, prefix: str | None = None, *, batch: int = 64) -> list[Entry[T]]:
+        """The live entries, fetched in concurrent batches. A record that no longer
+        decodes is logged and skipped, so it cannot take a whole listing down."""
+        keys = await self.keys(prefix)
         out: list[Entry[T]] = []
-        for key in await self.keys(prefix):
-            entry = await self.get(key)
-            if entry is not None:
-                out.append(entry)
+        for start in range(0, len(keys), batch):
+            chunk = keys[start : start + batch]
+            entries = await asyncio.gather(*(self.get(k) for k in chunk), return_exceptions=True)
+            for key, entry in zip(chunk, entries, strict=True):
+                if isinstance(entry, msgspec.ValidationError | msgspec.DecodeError):
+                    log.warning("kv record does not decode; skipped", key=key, error=str(entry))
+                elif isinstance(entry, BaseException):
+                    raise entry
+                elif entry is not None:
+                    out.append(entry)
         return out
 
     async def mutate(

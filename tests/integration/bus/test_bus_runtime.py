@@ -131,3 +131,13 @@ async def test_heartbeats_keep_long_work_from_redelivery(bus: Bus) -> None:
         await wait_for(lambda: consumer.handled == 1)
     finally:
         await consumer.stop()
+
+
+async def test_kv_keys_by_prefix_skip_nothing_and_values_skip_deleted(bus: Bus) -> None:
+    kv = TypedKV(await bus.js.key_value(subjects.KV_RELEASES), AppRecord)
+    for key in ("pfx.1", "pfx.2", "pfx.10", "pfxother.1", "zzz.1"):
+        await kv.put(key, AppRecord(spec=AppSpec(name="pfx")))
+    assert await kv.keys("pfx") == ["pfx.1", "pfx.10", "pfx.2"]
+    await kv.delete("pfx.2")
+    assert [e.key for e in await kv.values("pfx")] == ["pfx.1", "pfx.10"]
+    assert {"pfx.1", "pfxother.1", "zzz.1"} <= set(await kv.keys())
