@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 import msgspec
@@ -46,10 +45,13 @@ from services.scheduler import metrics
 from services.scheduler.crashpoints import Crashpoints
 from services.scheduler.registry import RegistryChecker
 from services.scheduler.releases import (
+    Adoption,
     ReleaseCommandWithDeploy,
+    adopt_release,
     build_release,
     kind_of,
     rollback_search_order,
+    skip_release_number,
 )
 from services.scheduler.store import Stores, fail_deploy, supersede_deploy
 from services.scheduler.workqueue import WorkQueue
@@ -99,15 +101,6 @@ class _AppLocks:
                 del self._locks[app]
             else:
                 self._locks[app] = (lock, users - 1)
-
-
-@dataclass
-class _Adoption:
-    """What the app CAS decided for our release (reset on every CAS attempt)."""
-
-    current: bool = False
-    previous_active: str | None = None
-    superseded_by: str | None = None
 
 
 class ReleaseCommandHandler:
@@ -400,34 +393,17 @@ class ReleaseCommandHandler:
     async def _adopt(self, release: ReleaseRecord, deploy: DeployRecord) -> bool:
         """CAS the app to our release, move the deploys, announce it; True → reconcile."""
         name, version = release.app, release.version
-        decision = _Adoption()
+        decisions: list[Adoption] = []
 
         def change(app: AppRecord) -> AppRecord | None:
-            decision.current = False
-            decision.previous_active = None
-            decision.superseded_by = None
-            changed = False
-            if app.next_release <= version:
-                app.next_release = version + 1
-                changed = True
-            if app.current_release is None or app.current_release < version:
-                decision.current = True
-                decision.previous_active = app.active_deploy_id
-                app.current_release = version
-                app.active_deploy_id = deploy.id
-                changed = True
-            elif app.current_release == version:
-                decision.current = True
-                if app.active_deploy_id != deploy.id:
-                    decision.previous_active = app.active_deploy_id
-                    app.active_deploy_id = deploy.id
-                    changed = True
-            else:
-                decision.superseded_by = app.active_deploy_id or f"v{app.current_release}"
-            return app if changed else None
+            decisions.append(adopt_release(app, version, deploy.id))
+            return app if decisions[-1].changed else None
 
         await self.stores.apps.mutate(name, change)
         self.crashpoints.reach("after_app_updated")
+        if not decisions:
+            raise ConflictError(f"app {name} vanished while adopting release v{version}")
+        decision = decisions[-1]  # the attempt that was written (or found nothing to do)
 
         if not decision.current:
             log.info("release superseded before it became current", app=name, release=version,
@@ -476,10 +452,7 @@ class ReleaseCommandHandler:
 
 def _skip_past(version: int) -> Callable[[AppRecord], AppRecord | None]:
     def change(app: AppRecord) -> AppRecord | None:
-        if app.next_release > version:
-            return None
-        app.next_release = version + 1
-        return app
+        return app if skip_release_number(app, version) else None
 
     return change
 

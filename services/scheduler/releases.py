@@ -17,10 +17,14 @@ A release made before any image was deployed has `image == ""` (Heroku does the 
 with config set on a fresh app): it is history, and the first deploy inherits it, but
 there is nothing to run.
 
-Numbering, storage and races are the command handler's job (release_commands.py).
+Numbering rules are here too (`adopt_release`, `skip_release_number`), as pure changes
+to an app record that the command handler writes back with the record's revision
+(release_commands.py does the storage and the races).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from services.scheduler import descriptions
 from shared.commands import ChangeConfig, ChangeProcess, ChangeSecrets, DeployImage, Rollback
@@ -124,3 +128,48 @@ def rollback_search_order(app: AppRecord) -> list[int]:
         order.append(app.last_healthy_release)
     order.extend(v for v in range(current - 1, 0, -1) if v not in order)
     return order
+
+
+@dataclass
+class Adoption:
+    """What making release `version` current decided for the app record."""
+
+    changed: bool = False  # the record must be written back
+    current: bool = False  # the release is (now) the app's current one
+    previous_active: str | None = None  # the deploy it took over from, if any
+    superseded_by: str | None = None  # a newer release is current: ours is superseded
+
+
+def adopt_release(app: AppRecord, version: int, deploy_id: str) -> Adoption:
+    """Make release `version` (of deploy `deploy_id`) current unless a newer one is.
+
+    Latest number wins. `next_release` always ends past `version`. Idempotent: adopting
+    the same release for the same deploy again changes nothing.
+    """
+    decision = Adoption()
+    if app.next_release <= version:
+        app.next_release = version + 1
+        decision.changed = True
+    if app.current_release is None or app.current_release < version:
+        decision.current = True
+        decision.previous_active = app.active_deploy_id
+        app.current_release = version
+        app.active_deploy_id = deploy_id
+        decision.changed = True
+    elif app.current_release == version:
+        decision.current = True
+        if app.active_deploy_id != deploy_id:
+            decision.previous_active = app.active_deploy_id
+            app.active_deploy_id = deploy_id
+            decision.changed = True
+    else:
+        decision.superseded_by = app.active_deploy_id or f"v{app.current_release}"
+    return decision
+
+
+def skip_release_number(app: AppRecord, taken: int) -> bool:
+    """Move `next_release` past a number another deploy holds; False if already past."""
+    if app.next_release > taken:
+        return False
+    app.next_release = taken + 1
+    return True

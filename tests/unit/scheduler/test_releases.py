@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from services.scheduler import descriptions
-from services.scheduler.releases import apply_config, build_release, rollback_search_order
+from services.scheduler.releases import (
+    adopt_release,
+    apply_config,
+    build_release,
+    rollback_search_order,
+    skip_release_number,
+)
 from shared.commands import ChangeConfig, ChangeProcess, ChangeSecrets, DeployImage, Rollback
 from shared.records import AppRecord, AppSpec, ProcessSpec, ReleaseRecord, SecretsPin
 
@@ -116,3 +122,37 @@ def test_descriptions() -> None:
     assert descriptions.config_description(many, []) == "Set K0, K1, K2, K3, K4 and 3 more"
     assert descriptions.rollback_description(7) == "Rollback to v7"
     assert descriptions.secrets_description([]) == "Remove all secrets"
+
+
+def test_adopting_a_newer_release_makes_it_current() -> None:
+    record = app(current=1)
+    record.active_deploy_id = "d1"
+    decision = adopt_release(record, 2, "d2")
+    assert decision.changed and decision.current and decision.previous_active == "d1"
+    assert (record.current_release, record.next_release, record.active_deploy_id) == (
+        2, 3, "d2")
+    # Again, for the same deploy: nothing to write.
+    again = adopt_release(record, 2, "d2")
+    assert not again.changed and again.current and again.previous_active is None
+
+
+def test_adopting_an_older_release_supersedes_it_but_keeps_numbers_moving() -> None:
+    record = app(current=5)
+    record.active_deploy_id = "d5"
+    record.next_release = 4  # a writer that skipped past 4 has not written yet
+    decision = adopt_release(record, 4, "d4")
+    assert not decision.current and decision.superseded_by == "d5"
+    assert record.current_release == 5 and record.next_release == 5 and decision.changed
+
+
+def test_first_release_of_an_app() -> None:
+    record = app()
+    decision = adopt_release(record, 1, "d1")
+    assert decision.current and decision.previous_active is None
+    assert (record.current_release, record.next_release) == (1, 2)
+
+
+def test_skip_a_taken_release_number() -> None:
+    record = app(current=2)  # next_release 3
+    assert skip_release_number(record, 3) and record.next_release == 4
+    assert not skip_release_number(record, 3) and record.next_release == 4
