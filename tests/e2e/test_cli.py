@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from devstack.images import build, push
+from devstack.ports import free_port
 from tests.conftest import ShamanStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.podman]
@@ -153,7 +154,7 @@ def test_login_verifies_and_stores_the_token_privately(cli: Cli, tmp_path: Path)
 
 
 def test_unreachable_api_says_so_with_exit_4(cli: Cli) -> None:
-    dead = "http://127.0.0.1:9"  # the discard port: nothing listens
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     result = cli("apps", "list", env={"SHAMAN_API_URL": dead})
     assert result.code == 4, result
     assert f"cannot reach the Shaman API at {dead}: is the stack running? (make run)" in (
