@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(podman buildah runc skopeo docker-registry busybox-static git containernetworking-plugins)
+APT_PACKAGES=(podman buildah runc skopeo docker-registry busybox-static git containernetworking-plugins chromium)
 # Each one's reason: podman+runc run the app containers (localnomad's podman runtime);
 # buildah builds images daemonless; skopeo reads image digests from the registry;
 # docker-registry is the local OCI registry; busybox-static seeds an offline base image;
 # git fetches sources; containernetworking-plugins gives podman its bridge network.
+# chromium is the headless browser the web UI test drives through Playwright.
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
