@@ -100,7 +100,7 @@ def shaman_error_response(exc: ShamanError) -> web.Response:
         # The detail of a backend failure (hosts, library exception texts) is for the
         # log, not for the caller.
         component = getattr(exc, "component", None)
-        body = {"error": {"code": exc.code,
-                          "message": f"{component or 'a backend'} is unavailable; retry later"}}
+        what = "the secrets backend" if component == "vault" else component or "a backend"
+        body = {"error": {"code": exc.code, "message": f"{what} is unavailable; retry later"}}
         status = 503
     return web.json_response(body, status=status, headers=headers)

@@ -39,7 +39,14 @@ from shared.errors import BackendUnavailable, ConflictError, NotFoundError
 from shared.events import DeployAccepted, DeployFinished, DeploySuperseded
 from shared.events.base import now
 from shared.logging import get_logger
-from shared.records import AppRecord, DeployRecord, ReleaseKind, StatusChange, transition
+from shared.records import (
+    APP_NAME_RE,
+    AppRecord,
+    DeployRecord,
+    ReleaseKind,
+    StatusChange,
+    transition,
+)
 
 log = get_logger(__name__)
 
@@ -93,7 +100,8 @@ class DeployIntake:
 
     async def load_app(self, principal: Principal, name: str, need: Role) -> Entry[AppRecord]:
         """The app if the caller may `need` on it: 404 for unknown/other team, 403 for role."""
-        entry = await self.apps.get(name)
+        # A name that is no app name (and could not be a KV key) simply names no app.
+        entry = await self.apps.get(name) if APP_NAME_RE.match(name) else None
         if entry is None or entry.value.state == "destroyed":
             raise NotFoundError(f"app {name} does not exist")
         check_app_access(principal, name, entry.value.spec.team, need)

@@ -98,8 +98,13 @@ def _relative_path(value: str) -> str:
     return value
 
 
-AppName = Annotated[str, AfterValidator(_app_name)]
-TeamName = Annotated[str, AfterValidator(_team)]
+# The patterns also go into the JSON Schema (OpenAPI), while the validators give the
+# friendlier messages.
+AppName = Annotated[str, Field(json_schema_extra={"pattern": APP_NAME_RE.pattern}),
+                    AfterValidator(_app_name)]
+TeamName = Annotated[str, Field(json_schema_extra={"pattern": TEAM_RE.pattern}),
+                     AfterValidator(_team)]
+_ENV_NAMES = {"propertyNames": {"pattern": ENV_NAME_RE.pattern, "maxLength": 256}}
 ImageRef = Annotated[str, Field(max_length=512), AfterValidator(_image)]
 GitUrl = Annotated[str, AfterValidator(_git_url)]
 GitRefName = Annotated[str, AfterValidator(_git_ref)]
@@ -118,7 +123,8 @@ class GitIn(BaseModel):
 
 class HealthIn(BaseModel):
     model_config = STRICT
-    path: Annotated[str, AfterValidator(_health_path)] = "/health"
+    path: Annotated[str, Field(max_length=512, json_schema_extra={"pattern": r"^/\S*$"}),
+                    AfterValidator(_health_path)] = "/health"
     interval_s: float = Field(10.0, ge=0.1, le=3600)
     timeout_s: float = Field(2.0, ge=0.05, le=300)
 
@@ -213,7 +219,7 @@ class ConfigPatch(RootModel[dict[str, Annotated[str, Field(max_length=MAX_CONFIG
 
     model_config = ConfigDict(strict=True)
     root: dict[str, Annotated[str, Field(max_length=MAX_CONFIG_VALUE_BYTES)] | None] = Field(
-        min_length=1, max_length=MAX_VARS
+        min_length=1, max_length=MAX_VARS, json_schema_extra=_ENV_NAMES
     )
 
 
@@ -222,7 +228,7 @@ class SecretsPut(RootModel[dict[str, Annotated[str, Field(max_length=MAX_SECRET_
 
     model_config = ConfigDict(strict=True)
     root: dict[str, Annotated[str, Field(max_length=MAX_SECRET_VALUE_BYTES)]] = Field(
-        min_length=1, max_length=MAX_VARS
+        min_length=1, max_length=MAX_VARS, json_schema_extra=_ENV_NAMES
     )
 
 
