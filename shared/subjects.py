@@ -40,6 +40,12 @@ DEAD_LETTER_ROOT: Final = f"{PREFIX}.deadletter"
 DEAD_LETTER_ALL: Final = f"{DEAD_LETTER_ROOT}.>"
 MAX_DELIVERIES_ADVISORY: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
 
+# -- reply inboxes --------------------------------------------------------------------
+# A connection with a NATS user gets its replies (PubAcks, KV reads, pulled messages) on
+# an inbox of its own, `_INBOX_<user>.…`, so NATS permissions can keep every other user
+# from subscribing to them (docs/nats-permissions.md). Anonymous connections use `_INBOX`.
+INBOX_ROOT: Final = "_INBOX"
+
 # -- streams ------------------------------------------------------------------------
 STREAM_EVENTS: Final = "SHAMAN_EVENTS"
 STREAM_REQUESTS: Final = "SHAMAN_REQUESTS"
@@ -116,3 +122,10 @@ def dead_letter_subject(stream: str, consumer: str) -> str:
 def kv_key(*parts: str) -> str:
     """A KV key from tokens (apps, versions, ids), joined with dots."""
     return ".".join(_token(p, "key part") for p in parts)
+
+
+def inbox_prefix(user: str | None) -> str:
+    """The reply-inbox prefix of a NATS user (no trailing dot): `_INBOX_<user>`."""
+    if not user:
+        return INBOX_ROOT
+    return f"{INBOX_ROOT}_{_token(user, 'NATS user')}"

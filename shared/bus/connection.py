@@ -18,7 +18,7 @@ from shared.events.base import Event, event_type
 from shared.events.codec import encode_event
 from shared.logging import get_logger
 from shared.settings import CommonSettings
-from shared.subjects import event_subject
+from shared.subjects import event_subject, inbox_prefix
 
 log = get_logger(__name__)
 
@@ -126,6 +126,8 @@ async def connect_bus(settings: CommonSettings, name: str, **options: Any) -> Bu
     }
     if settings.nats_user:
         kwargs["user"] = settings.nats_user
+        # Replies on an inbox only this user may subscribe to (docs/nats-permissions.md).
+        kwargs["inbox_prefix"] = inbox_prefix(settings.nats_user)
         if settings.nats_password is not None:
             kwargs["password"] = settings.nats_password.get_secret_value()
     kwargs.update(options)
