@@ -27,6 +27,7 @@ from services.api.routes import all_routes
 from services.api.routing import install, json_errors
 from services.api.sse import SseHub
 from services.api.teams import TeamCache
+from services.api.ui import setup_ui
 from shared import subjects as s
 from shared.bus import TypedKV, WorkConsumer, connect_bus, provision
 from shared.logging import get_logger
@@ -68,6 +69,7 @@ def build_web_app(ctx: ApiContext) -> web.Application:
 
     app.router.add_get("/v1/openapi.json", openapi)
     add_health_routes(app, {"nats": lambda: ctx.bus.connected})
+    setup_ui(app)
     return app
 
 
