@@ -24,6 +24,7 @@ from pydantic import (
     RootModel,
     model_validator,
 )
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from services.api.git_source import check_git_ref, check_git_url
@@ -104,7 +105,7 @@ AppName = Annotated[str, Field(json_schema_extra={"pattern": APP_NAME_RE.pattern
                     AfterValidator(_app_name)]
 TeamName = Annotated[str, Field(json_schema_extra={"pattern": TEAM_RE.pattern}),
                      AfterValidator(_team)]
-_ENV_NAMES = {"propertyNames": {"pattern": ENV_NAME_RE.pattern, "maxLength": 256}}
+_ENV_NAMES: JsonDict = {"propertyNames": {"pattern": ENV_NAME_RE.pattern, "maxLength": 256}}
 ImageRef = Annotated[str, Field(max_length=512), AfterValidator(_image)]
 GitUrl = Annotated[str, AfterValidator(_git_url)]
 GitRefName = Annotated[str, AfterValidator(_git_ref)]

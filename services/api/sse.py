@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 
 from services.api.stream_tail import StreamTail
 from shared.bus.connection import Bus
@@ -37,6 +37,11 @@ log = get_logger(__name__)
 
 SSE_CLIENTS = Gauge("shaman_api_sse_clients", "Connected Server-Sent Events clients")
 SSE_FOLLOWERS = Gauge("shaman_api_sse_followers", "JetStream followers serving SSE clients")
+SSE_FANOUT = Histogram(
+    "shaman_api_sse_fanout_seconds",
+    "Time to write one event to every client of a follower (framing included)",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
 MAX_REPLAY_BUFFER = 10_000
 
 TeamOf = Callable[[str], Awaitable[str | None]]
@@ -99,6 +104,7 @@ class _Channel:
         team: str | None = None
         if any(c.teams is not None for c in self.clients):
             team = await self.hub.team_of(app_of(subject))
+        started = time.perf_counter()
         frame = chunk(sse_frame(seq, data))
         limit = self.hub.max_buffer_bytes
         for client in list(self.clients):
@@ -113,6 +119,7 @@ class _Channel:
                 client.write(frame, limit)
             if client.closed.is_set():
                 self.clients.discard(client)
+        SSE_FANOUT.observe(time.perf_counter() - started)
 
 
 class SseHub:
