@@ -25,10 +25,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import nats.errors
 from prometheus_client import Gauge, Histogram
 
 from services.api.stream_tail import StreamTail
-from shared.bus.connection import Bus
+from shared.bus.connection import UNAVAILABLE, Bus
+from shared.errors import BackendUnavailable
 from shared.logging import get_logger
 from shared.subjects import EVENTS_ROOT, STREAM_EVENTS
 from shared.tasks import BackgroundTasks
@@ -180,7 +182,12 @@ class SseHub:
             channel = self._channels.get(filter_subject)
             if channel is None:
                 channel = _Channel(self, filter_subject)
-                await channel.tail.start()
+                try:
+                    await channel.tail.start()
+                except (nats.errors.Error, *UNAVAILABLE) as exc:
+                    await channel.tail.stop()
+                    raise BackendUnavailable("nats", f"cannot follow the timeline: {exc!r}") \
+                        from exc
                 self._channels[filter_subject] = channel
                 SSE_FOLLOWERS.set(len(self._channels))
             channel.clients.add(client)

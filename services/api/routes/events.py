@@ -8,17 +8,20 @@ Without Last-Event-ID (or `?since=`) the stream starts with new events.
 
 from __future__ import annotations
 
-import asyncio
-
+import nats.errors
 from aiohttp import web
 
 from services.api.http_errors import field_error
 from services.api.routing import Call, RouteSpec
 from services.api.sse import SseClient, sse_frame
 from services.api.stream_tail import read_range
-from shared.errors import NotFoundError
+from shared.bus.connection import UNAVAILABLE
+from shared.errors import BackendUnavailable, NotFoundError
+from shared.logging import get_logger
 from shared.records import APP_NAME_RE
 from shared.subjects import STREAM_EVENTS, app_events_filter
+
+log = get_logger(__name__)
 
 REPLAY_BATCH = 500
 _TYPE_PART_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -54,29 +57,35 @@ async def events(call: Call) -> web.StreamResponse:
     after = _resume_from(call)
     filter_subject = app_events_filter(app, event_type)
 
+    hub = call.ctx.hub
+    transport = call.request.transport
+    if transport is None:
+        raise ConnectionResetError("the client went away")
+    # Attached in buffering mode before the answer starts: the follower may deliver at
+    # once, and nothing may reach the socket before the headers. A NATS failure here is
+    # still a clean 503.
+    client = SseClient(transport=transport,  # type: ignore[arg-type]
+                       teams=None if call.principal.all_teams else call.principal.teams,
+                       buffer=[])
+    live_from = await hub.attach(filter_subject, client)
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream",
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
         "X-Request-Id": call.request_id,
     })
-    await response.prepare(call.request)
-    await response.write(b"retry: 2000\n: connected\n\n")
-    transport = call.request.transport
-    if transport is None:
-        return response
-    hub = call.ctx.hub
-    client = SseClient(transport=transport,  # type: ignore[arg-type]
-                       teams=None if call.principal.all_teams else call.principal.teams,
-                       buffer=[] if after is not None else None)
-    live_from = await hub.attach(filter_subject, client)
     try:
+        await response.prepare(call.request)
+        await response.write(b"retry: 2000\n: connected\n\n")
+        last = live_from
         if after is not None:
             last = await _replay(call, response, client, filter_subject, after, live_from)
-            hub.go_live(client, last)
+        hub.go_live(client, last)
         await client.closed.wait()
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
+    except (ConnectionError, BackendUnavailable, nats.errors.Error, *UNAVAILABLE) as exc:
+        # The answer has started: a failure can only end the stream; the client
+        # reconnects with Last-Event-ID.
+        log.info("sse stream ended", error=repr(exc))
     finally:
         await hub.detach(filter_subject, client)
     return response
