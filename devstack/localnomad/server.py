@@ -293,6 +293,7 @@ class Server:
             raise ApiError(500, f'job "{job_id}" in namespace "{ns}" at version {version} '
                                 f'not found')
         target["Stable"] = stable
+        self.state.dirty.add(("job", f"{ns}\x00{job_id}"))
         index = self.set_stable_index(("jobs", "job_version"))
         target["ModifyIndex"] = index
         return {"JobModifyIndex": index, "Index": index, "LastContact": 0,
@@ -730,4 +731,4 @@ class Server:
     # ---- persistence hook --------------------------------------------------------------
     def _changed(self) -> None:
         for hook in self.state.on_commit:
-            hook(None)  # type: ignore[arg-type]
+            hook(None)

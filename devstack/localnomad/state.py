@@ -59,7 +59,10 @@ class State:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.namespaces: set[str] = {"default"}
         self._changed = asyncio.Event()
-        self.on_commit: list[Callable[[Txn], None]] = []
+        self.on_commit: list[Callable[[Txn | None], None]] = []
+        # (kind, key) of every object written since persistence last looked; jobs are
+        # keyed "namespace\x00id" and stand for all their versions.
+        self.dirty: set[tuple[str, str]] = set()
 
     # ---- reads -------------------------------------------------------------------------
     def job_allocs(self, key: JobKey) -> list[dict[str, Any]]:
@@ -132,6 +135,8 @@ class Txn:
             self.parts.append({})
 
     def _put(self, kind: str, obj: dict[str, Any], ident: str, deleted: bool = False) -> None:
+        self.state.dirty.add((kind, f"{obj['Namespace']}\x00{obj['ID']}" if kind == "job"
+                              else ident))
         obj["ModifyIndex"] = self.index
         if not obj.get("CreateIndex"):
             obj["CreateIndex"] = self.index

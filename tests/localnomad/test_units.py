@@ -85,3 +85,34 @@ def test_filter_expressions() -> None:
     assert compile_filter('not (Status == "dead")')(obj)
     with pytest.raises(FilterError):
         compile_filter('Status ==')
+
+
+def test_incremental_snapshot_round_trip() -> None:
+    from devstack.localnomad import persistence
+    from devstack.localnomad.events import EventBroker
+    from devstack.localnomad.state import State
+
+    state = State(EventBroker())
+    job = canonicalize_job({"ID": "j", "TaskGroups": [{"Name": "g", "Tasks": [
+        {"Name": "t", "Driver": "docker", "Config": {"image": "x"}}]}]})
+    txn = state.txn("JobRegistered")
+    state.versions[("default", "j")] = [job]
+    txn.put_job(job)
+    alloc = {"ID": "a1", "Namespace": "default", "JobID": "j", "Job": job, "TaskGroup": "g",
+             "DesiredStatus": "run", "ClientStatus": "pending", "CreateIndex": 0}
+    txn.put_alloc(alloc)
+    txn.commit()
+    enc = persistence.SnapshotEncoder()
+    first = enc.encode(state, "node")
+    txn = state.txn("AllocationUpdated")
+    alloc["ClientStatus"] = "running"
+    txn.put_alloc(alloc)
+    txn.commit()
+    second = enc.encode(state, "node")
+    assert first != second
+    restored = State(EventBroker())
+    assert persistence.restore(restored, second) == "node"
+    assert restored.allocs["a1"]["ClientStatus"] == "running"
+    assert restored.allocs["a1"]["Job"] is restored.jobs[("default", "j")]
+    assert restored.index == state.index
+    assert second == persistence.SnapshotEncoder().encode(state, "node")
