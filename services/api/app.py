@@ -105,7 +105,9 @@ async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
         stack.push_async_callback(hub.close)
         ctx = ApiContext(
             settings=settings, bus=bus, apps=apps, deploys=deploys, releases=releases,
-            tokens=tokens, intake=DeployIntake(bus, apps, deploys, idempotency), vault=vault,
+            tokens=tokens, intake=DeployIntake(bus, apps, deploys, idempotency,
+                                publish_timeout_s=settings.nats_request_timeout_s / 2),
+            vault=vault,
             sources=await js.object_store(s.OBJECT_STORE_SOURCES),
             build_logs=await js.object_store(s.OBJECT_STORE_BUILD_LOGS),
             limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),

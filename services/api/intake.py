@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import msgspec
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from services.api.auth import Principal, Role, check_app_access
 from services.api.http_errors import InProgress, field_error
@@ -47,6 +48,7 @@ from shared.records import (
     StatusChange,
     transition,
 )
+from shared.tasks import capped_backoff
 
 log = get_logger(__name__)
 
@@ -56,6 +58,7 @@ STALE_CLAIM = timedelta(seconds=10)
 # Re-publishing a queued command is only safe while JetStream still dedupes its msg id.
 REPUBLISH_WINDOW = timedelta(seconds=240)
 CAS_ATTEMPTS = 500
+PUBLISH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,11 @@ class DeployIntake:
         apps: TypedKV[AppRecord],
         deploys: TypedKV[DeployRecord],
         idempotency: IdempotencyStore,
+        *,
+        publish_timeout_s: float = 2.0,
     ) -> None:
         self.bus = bus
+        self.publish_timeout_s = publish_timeout_s
         self.apps = apps
         self.deploys = deploys
         self.idempotency = idempotency
@@ -153,7 +159,7 @@ class DeployIntake:
         try:
             if spec.supersedes:
                 await self._become_latest(app, deploy_id)
-            await self.bus.publish(work.subject, payload, msg_id=msg_id)
+            await self._publish_confirmed(work.subject, payload, msg_id)
         except BackendUnavailable:
             await self._mark(deploy_id, "failed", QUEUE_FAILED)
             raise
@@ -173,6 +179,26 @@ class DeployIntake:
         log.info("deploy accepted", app=app, deploy_id=deploy_id, kind=spec.kind,
                  actor=principal.actor)
         return Accepted(record, created=True)
+
+    async def _publish_confirmed(self, subject: str, payload: bytes, msg_id: str) -> None:
+        """Publish, retrying an unconfirmed publish a few times with the same msg id.
+
+        A timed-out publish has an unknown outcome; the same Nats-Msg-Id makes the retry
+        a no-op for JetStream if the first one was stored (reliability.md scenario 1).
+        Once the connection is down there is no point retrying inside a request.
+        """
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(BackendUnavailable),
+            stop=stop_after_attempt(PUBLISH_ATTEMPTS),
+            wait=capped_backoff(0.05, 0.5, 0.05),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if attempt.retry_state.attempt_number > 1 and not self.bus.connected:
+                    raise BackendUnavailable("nats", "not connected")
+                await self.bus.publish(subject, payload, msg_id=msg_id,
+                                       timeout=self.publish_timeout_s)
 
     async def _replay(self, claim: Claim, fingerprint: str) -> DeployRecord | None:
         """The earlier deploy for this key, or None when the claim may be taken over."""

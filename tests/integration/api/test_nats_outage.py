@@ -90,7 +90,7 @@ async def test_a_deploy_that_could_not_be_queued_is_failed_and_a_retry_takes_ove
 ) -> None:
     """The KV write succeeded but the publish did not: the deploy ends failed with a reason,
     and a retry with the same Idempotency-Key gets a new, queued deploy (not the dead one)."""
-    from services.api.intake import QUEUE_FAILED
+    from services.api.intake import PUBLISH_ATTEMPTS, QUEUE_FAILED
     from shared.errors import BackendUnavailable
 
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Idempotency-Key": "retry-me"}
@@ -99,7 +99,8 @@ async def test_a_deploy_that_could_not_be_queued_is_failed_and_a_retry_takes_ove
     calls = {"n": 0}
 
     async def failing_publish(subject: str, payload: bytes, **kw: object) -> object:
-        if subject.startswith("shaman.work.build.") and calls["n"] == 0:
+        # Every attempt of the first request fails; the retry's request then works.
+        if subject.startswith("shaman.work.build.") and calls["n"] < PUBLISH_ATTEMPTS:
             calls["n"] += 1
             raise BackendUnavailable("nats", "publish not confirmed (test)")
         return await real_publish(subject, payload, **kw)  # type: ignore[arg-type]
@@ -128,3 +129,42 @@ async def _deploys(service: ApiService, app: str) -> list:  # type: ignore[type-
 
     return [e for e in await kv_values(service.ctx.bus, service.ctx.deploys, "shaman_deploys")
             if e.value.app == app]
+
+
+async def test_an_unconfirmed_publish_is_retried_with_the_same_msg_id(
+    own_nats: NatsServer, service: ApiService
+) -> None:
+    """Scenario 1 of reliability.md: the PubAck is lost after the message was stored; the
+    retry with the same Nats-Msg-Id is a duplicate, the stream holds one message, the
+    client gets one deploy."""
+    from shared.errors import BackendUnavailable
+    from shared.subjects import STREAM_BUILD_WORK, build_work_subject
+    from tests.integration.api.helpers import stream_messages
+
+    bus = service.ctx.bus
+    real_publish = bus.publish
+    acks: list[object] = []
+
+    async def lost_ack(subject: str, payload: bytes, **kw: object) -> object:
+        ack = await real_publish(subject, payload, **kw)  # type: ignore[arg-type]
+        if subject.startswith("shaman.work.build."):
+            acks.append(ack)
+            if len(acks) == 1:
+                raise BackendUnavailable("nats", "publish not confirmed (test)")
+        return ack
+
+    bus.publish = lost_ack  # type: ignore[method-assign]
+    try:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with aiohttp.ClientSession(base_url=service.url, headers=headers) as http:
+            app = uniq()
+            async with http.post("/v1/apps", json={"name": app}) as resp:
+                assert resp.status == 201
+            async with http.post(f"/v1/apps/{app}/deploys", json={"image": "r/a:1"}) as resp:
+                assert resp.status == 202, await resp.text()
+                deploy = await resp.json()
+    finally:
+        bus.publish = real_publish  # type: ignore[method-assign]
+    assert acks[1].duplicate is True  # type: ignore[attr-defined]
+    work = await stream_messages(bus.js, STREAM_BUILD_WORK, build_work_subject(app))
+    assert [m[3]["Nats-Msg-Id"] for m in work] == [f"{deploy['id']}:build"]
