@@ -65,7 +65,16 @@ async def create_app_route(call: Call) -> web.StreamResponse:
     try:
         await call.ctx.apps.create(body.name, record)
     except ConflictError:
-        raise AlreadyExists(f"app {body.name} already exists") from None
+        # A destroyed app's record stays as a tombstone until its name is reused, so the
+        # scheduler always finds it `destroyed` and stops the job (it never stops the job
+        # of an app whose record is merely missing).
+        existing = await call.ctx.apps.get(body.name)
+        if existing is None or existing.value.state != "destroyed":
+            raise AlreadyExists(f"app {body.name} already exists") from None
+        try:
+            await call.ctx.apps.update(body.name, record, last=existing.revision)
+        except ConflictError:
+            raise AlreadyExists(f"app {body.name} already exists") from None
     log.info("app created", app=body.name, team=team, actor=call.principal.actor)
     return json_response(app_view(record), status=201)
 
@@ -192,7 +201,8 @@ async def delete_app(call: Call) -> web.StreamResponse:
     written = await call.ctx.apps.mutate(app, mark)
     if written is None:
         raise NotFoundError(f"app {app} does not exist")
-    # The scheduler stops the Nomad job for an app that is destroyed or gone.
+    # The scheduler stops the Nomad job of an app whose record says `destroyed`; the
+    # record stays (a tombstone) so that it still says so whenever the scheduler looks.
     await call.ctx.bus.publish_command(
         release_work_subject(app), Reconcile(app=app, reason="app destroyed"),
         msg_id=f"{app}:destroy:{written.revision}",
@@ -203,13 +213,13 @@ async def delete_app(call: Call) -> web.StreamResponse:
 
 
 async def _remove_records(call: Call, app: str) -> None:
+    """Releases and deploys go; a new app of the same name starts at v1 again."""
     ctx = call.ctx
     for key in await kv_keys(ctx.bus, KV_RELEASES, app):
         await ctx.releases.delete(key)
     deploy_ids = [e.key for e in await kv_values(ctx.bus, ctx.deploys, KV_DEPLOYS)
                   if e.value.app == app]
     await asyncio.gather(*(ctx.deploys.delete(k) for k in deploy_ids))
-    await ctx.apps.delete(app)
 
 
 ROUTES = [
@@ -225,6 +235,6 @@ ROUTES = [
               role="deployer", body=AppPatch, responses={200: AppChanged, 202: AppChanged},
               action="app.update"),
     RouteSpec("DELETE", "/v1/apps/{app}", delete_app,
-              "Destroy an app: its Nomad job is stopped and its records removed",
+              "Destroy an app: its Nomad job is stopped, its releases and deploys removed",
               role="admin", responses={202: AppDeleted}, action="app.destroy"),
 ]

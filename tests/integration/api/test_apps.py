@@ -223,7 +223,8 @@ async def test_delete_marks_destroyed_asks_scheduler_and_removes_records(api: Ap
         assert resp.status == 202, await resp.text()
         assert (await resp.json()) == {"app": name, "state": "destroyed"}
     ctx = api.service.ctx
-    assert await ctx.apps.get(name) is None
+    tombstone = await ctx.apps.get(name)
+    assert tombstone is not None and tombstone.value.state == "destroyed"
     assert await kv_values(ctx.bus, ctx.releases, KV_RELEASES, name) == []
     assert [e for e in await kv_values(ctx.bus, ctx.deploys, KV_DEPLOYS)
             if e.value.app == name] == []
@@ -232,4 +233,11 @@ async def test_delete_marks_destroyed_asks_scheduler_and_removes_records(api: Ap
     assert any(b'"reconcile"' in m[2] and b"destroyed" in m[2] for m in msgs)
     async with api.http.get(f"/v1/apps/{name}") as resp:
         assert resp.status == 404
-    await api.create_app(name)  # the name is free again
+    async with api.http.get("/v1/apps") as resp:
+        assert name not in [a["name"] for a in (await resp.json())["apps"]]
+    async with api.http.post(f"/v1/apps/{name}/deploys", json={"image": "r/x:2"}) as resp:
+        assert resp.status == 404
+    async with api.http.delete(f"/v1/apps/{name}") as resp:
+        assert resp.status == 404
+    recreated = await api.create_app(name)  # the name is free again
+    assert recreated["state"] == "new" and recreated["current_release"] is None
