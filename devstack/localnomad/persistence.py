@@ -43,37 +43,39 @@ class SnapshotEncoder:
         self.parts: dict[str, dict[Any, bytes]] = {name: {} for name in self.SECTIONS}
         self._primed = False
 
-    def _refresh(self, state: State) -> None:
-        if not self._primed:
-            dirty: set[tuple[str, str]] = {("job", f"{ns}\x00{jid}") for ns, jid in state.versions}
-            dirty |= {("alloc", a) for a in state.allocs}
-            dirty |= {("deployment", d) for d in state.deployments}
-            dirty |= {("eval", e) for e in state.evals}
-            dirty |= {("service", s) for s in state.services}
-            dirty |= {("node", n) for n in state.nodes}
-            state.dirty.clear()
-            self._primed = True
-        else:
+    def _take_dirty(self, state: State) -> list[tuple[str, str]]:
+        if self._primed:
             dirty, state.dirty = state.dirty, set()
-        for kind, key in dirty:
-            if kind == "job":
-                ns, _, jid = key.partition("\x00")
-                # All versions of a job are one entry: a job change rewrites its few versions.
-                versions = state.versions.get((ns, jid))
-                if versions:
-                    self.parts["Versions"][(ns, jid)] = b",".join(_encode(v) for v in versions)
-                else:
-                    self.parts["Versions"].pop((ns, jid), None)
-            elif kind == "alloc":
-                self._put("Allocs", key, state.allocs.get(key), state)
-            elif kind == "deployment":
-                self._put("Deployments", key, state.deployments.get(key), state)
-            elif kind == "eval":
-                self._put("Evals", key, state.evals.get(key), state)
-            elif kind == "service":
-                self._put("Services", key, state.services.get(key), state)
-            elif kind == "node":
-                self._put("Nodes", key, state.nodes.get(key), state)
+            return list(dirty)
+        self._primed = True
+        state.dirty.clear()
+        everything = [("job", f"{ns}\x00{jid}") for ns, jid in state.versions]
+        everything += [("alloc", a) for a in state.allocs]
+        everything += [("deployment", d) for d in state.deployments]
+        everything += [("eval", e) for e in state.evals]
+        everything += [("service", s) for s in state.services]
+        everything += [("node", n) for n in state.nodes]
+        return everything
+
+    def _refresh_one(self, state: State, kind: str, key: str) -> None:
+        if kind == "job":
+            ns, _, jid = key.partition("\x00")
+            # All versions of a job are one entry: a job change rewrites its few versions.
+            versions = state.versions.get((ns, jid))
+            if versions:
+                self.parts["Versions"][(ns, jid)] = b",".join(_encode(v) for v in versions)
+            else:
+                self.parts["Versions"].pop((ns, jid), None)
+        elif kind == "alloc":
+            self._put("Allocs", key, state.allocs.get(key), state)
+        elif kind == "deployment":
+            self._put("Deployments", key, state.deployments.get(key), state)
+        elif kind == "eval":
+            self._put("Evals", key, state.evals.get(key), state)
+        elif kind == "service":
+            self._put("Services", key, state.services.get(key), state)
+        elif kind == "node":
+            self._put("Nodes", key, state.nodes.get(key), state)
 
     def _put(self, section: str, key: str, obj: dict[str, Any] | None, state: State) -> None:
         if obj is None:
@@ -87,13 +89,26 @@ class SnapshotEncoder:
         self.parts[section][key] = _encode(obj)
 
     def encode(self, state: State, node_id: str) -> bytes:
+        for kind, key in self._take_dirty(state):
+            self._refresh_one(state, kind, key)
         return b"".join(b",".join(c) if isinstance(c, list) else c
-                        for c in self.chunks(state, node_id))
+                        for c in self._assemble(state, node_id))
 
-    def chunks(self, state: State, node_id: str) -> list[bytes | list[bytes]]:
+    async def chunks(self, state: State, node_id: str) -> list[bytes | list[bytes]]:
         """The snapshot as pieces; a list is a section whose items are comma-separated.
-        Joining and writing happen in the writer thread, off the event loop."""
-        self._refresh(state)
+        Dirty objects are encoded in small batches that yield to the event loop (an
+        object changed meanwhile is dirty again and goes in the next snapshot); joining
+        and writing happen in the writer thread."""
+        dirty = self._take_dirty(state)
+        for start in range(0, len(dirty), 32):
+            for kind, key in dirty[start:start + 32]:
+                self._refresh_one(state, kind, key)
+            if start + 32 < len(dirty):
+                await asyncio.sleep(0)
+        # Taken last, so the saved index covers every object written above.
+        return self._assemble(state, node_id)
+
+    def _assemble(self, state: State, node_id: str) -> list[bytes | list[bytes]]:
         head = _encode({
             "Format": FORMAT, "NodeID": node_id, "Index": state.index,
             "TableIndex": state.table_index,
@@ -163,13 +178,9 @@ def _write_atomic(path: Path, data: bytes | list[bytes | list[bytes]]) -> None:
             fh.write(data)
         else:
             for chunk in data:
-                if isinstance(chunk, list):
-                    for i, item in enumerate(chunk):
-                        if i:
-                            fh.write(b",")
-                        fh.write(item)
-                else:
-                    fh.write(chunk)
+                # One C-level join per section: a Python loop over thousands of small
+                # writes would fight the event loop for the GIL.
+                fh.write(b",".join(chunk) if isinstance(chunk, list) else chunk)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -205,7 +216,7 @@ class Snapshotter:
             pause = max(self.delay_s, 4 * (loop.time() - started))
 
     async def flush(self) -> None:
-        data = self._encoder.chunks(self.state, self.node_id)
+        data = await self._encoder.chunks(self.state, self.node_id)
         try:
             await asyncio.to_thread(_write_atomic, self.path, data)
         except OSError:
