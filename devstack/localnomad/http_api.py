@@ -117,17 +117,32 @@ def _filter(request: web.Request, items: list[dict[str, Any]]) -> list[dict[str,
     return [i for i in items if pred(i)]
 
 
-def _paginate(request: web.Request, items: list[dict[str, Any]], key: str = "ID"
+def _paginate(request: web.Request, items: list[dict[str, Any]], by_create_index: bool = False
               ) -> tuple[list[dict[str, Any]], str]:
-    if parse_bool(request.query.get("reverse")):
-        items = list(reversed(items))
+    """`per_page`/`next_token`/`reverse` over a list already in its natural order. Tokens
+    are the ID, or `CreateIndex.ID` for lists ordered by creation."""
+
+    def key(item: dict[str, Any]) -> tuple[int, str]:
+        return (int(item.get("CreateIndex") or 0) if by_create_index else 0, str(item["ID"]))
+
+    def parse(token: str) -> tuple[int, str]:
+        if by_create_index:
+            idx, _, ident = token.partition(".")
+            return (int(idx) if idx.isdigit() else 0, ident)
+        return (0, token)
+
+    reverse = parse_bool(request.query.get("reverse"))
+    items = sorted(items, key=key, reverse=reverse)
     token = request.query.get("next_token")
     if token:
-        items = [i for i in items if str(i.get(key)) >= token] if not parse_bool(
-            request.query.get("reverse")) else [i for i in items if str(i.get(key)) <= token]
-    per_page = int(request.query.get("per_page") or 0)
+        start = parse(token)
+        items = [i for i in items if (key(i) <= start if reverse else key(i) >= start)]
+    per_page = int(request.query.get("per_page") or 0) if (
+        request.query.get("per_page") or "0").isdigit() else 0
     if per_page > 0 and len(items) > per_page:
-        return items[:per_page], str(items[per_page].get(key))
+        nxt = items[per_page]
+        text = f"{nxt['CreateIndex']}.{nxt['ID']}" if by_create_index else str(nxt["ID"])
+        return items[:per_page], text
     return items, ""
 
 
@@ -460,7 +475,7 @@ async def deployments_list(request: web.Request) -> web.Response:
                    if _ns_match(request, d["Namespace"]) and d["ID"].startswith(prefix)),
                   key=lambda d: d["CreateIndex"])
     deps = _filter(request, deps)
-    page, token = _paginate(request, deps, "CreateIndex")
+    page, token = _paginate(request, deps, by_create_index=True)
     resp = json_response(request, page, index)
     if token:
         resp.headers["X-Nomad-NextToken"] = token
@@ -586,7 +601,7 @@ async def allocations_list(request: web.Request) -> web.Response:
     allocs = _filter(request, allocs)
     resources = parse_bool(request.query.get("resources"))
     task_states = request.query.get("task_states", "true") != "false"
-    page, token = _paginate(request, allocs)
+    page, token = _paginate(request, allocs, by_create_index=True)
     resp = json_response(request, [alloc_stub(a, resources, task_states) for a in page], index)
     if token:
         resp.headers["X-Nomad-NextToken"] = token
@@ -709,7 +724,7 @@ async def evaluations_list(request: web.Request) -> web.Response:
              and (not q.get("job") or e["JobID"] == q["job"])
              and (not q.get("status") or e["Status"] == q["status"])]
     evals = _filter(request, evals)
-    page, token = _paginate(request, evals)
+    page, token = _paginate(request, evals, by_create_index=True)
     resp = json_response(request, page, index)
     if token:
         resp.headers["X-Nomad-NextToken"] = token

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import fnmatch
 import logging
 import time
 from collections import deque
@@ -37,6 +38,7 @@ from .validation import multierror, validate_job
 log = logging.getLogger("localnomad.server")
 
 NODE_NAME = "localnomad"
+NODE_DATACENTER = "dc1"
 TRACKED_VERSIONS = 6
 
 
@@ -49,6 +51,29 @@ class ServerSettings:
     vault_addr: str | None = None
     vault_token: str | None = None
     node_id: str | None = None
+
+
+def job_feasible(job: dict[str, Any]) -> bool:
+    """Can the one node (datacenter dc1, pool default) run this job at all?"""
+    datacenters = job.get("Datacenters") or ["*"]
+    if not any(fnmatch.fnmatchcase(NODE_DATACENTER, pattern) for pattern in datacenters):
+        return False
+    return job.get("NodePool") in (None, "", "default", "all")
+
+
+def placement_failures(job: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """FailedTGAllocs for groups whose placements cannot go anywhere."""
+    if job_feasible(job):
+        return {}
+    wanted: dict[str, int] = {}
+    for p in plan.place:
+        wanted[p.group] = wanted.get(p.group, 0) + 1
+    return {group: {
+        "NodesEvaluated": 0, "NodesFiltered": 0, "NodesInPool": 0, "NodesAvailable": {},
+        "ClassFiltered": None, "ConstraintFiltered": None, "NodesExhausted": 0,
+        "ClassExhausted": None, "DimensionExhausted": None, "QuotaExhausted": None,
+        "ResourcesExhausted": None, "Scores": None, "ScoreMetaData": None,
+        "AllocationTime": 0, "CoalescedFailures": n - 1} for group, n in wanted.items()}
 
 
 def register_response(txn_index: int, eval_id: str, eval_index: int, jmi: int,
@@ -371,11 +396,12 @@ class Server:
                     destructive.add(g["Name"])
         diff = job_diff(existing, candidate, destructive, plan.annotations) if want_diff \
             else None
+        failed = placement_failures(candidate, plan)
         return {
             "JobModifyIndex": existing["JobModifyIndex"] if existing else 0,
             "CreatedEvals": None, "Diff": diff,
             "Annotations": {"DesiredTGUpdates": plan.annotations, "PreemptedAllocs": None},
-            "FailedTGAllocs": None, "NextPeriodicLaunch": "0001-01-01T00:00:00Z",
+            "FailedTGAllocs": failed or None, "NextPeriodicLaunch": "0001-01-01T00:00:00Z",
             "Warnings": "", "Index": self.state.index,
         }
 
@@ -445,13 +471,31 @@ class Server:
         job = self.state.jobs.get(key)
         plan = reconcile(job, self.state.job_allocs(key), self.state.latest_deployment(key),
                          now_ns())
+        failed = placement_failures(job, plan) if job is not None else {}
+        if failed:
+            plan.place = [p for p in plan.place if p.group not in failed]
         if any(a for a, _ in plan.reschedule_later if not a.get("FollowupEvalID")) or \
                 not plan.is_noop():
             self.apply_plan(plan, ev)
         txn = self.state.txn("EvaluationUpdated")
+        # A newer evaluation supersedes the job's blocked one, as in Nomad's blocked-evals.
+        for other in self.state.job_evals(key):
+            if other["Status"] == "blocked" and other["ID"] != ev["ID"]:
+                other["Status"] = "canceled"
+                other["StatusDescription"] = "evaluation superseded by a newer one"
+                txn.put_eval(other)
         ev["Status"] = "complete"
         if job is not None:
-            ev["QueuedAllocations"] = {g["Name"]: 0 for g in job["TaskGroups"]}
+            ev["QueuedAllocations"] = {g["Name"]: failed.get(g["Name"], {}).get(
+                "CoalescedFailures", -1) + 1 if g["Name"] in failed else 0
+                for g in job["TaskGroups"]}
+        if failed:
+            ev["FailedTGAllocs"] = failed
+            blocked = self.create_eval(txn, key[0], key[1], "queued-allocs")
+            blocked["Status"] = "blocked"
+            blocked["StatusDescription"] = "created to place remaining allocations"
+            blocked["PreviousEval"] = ev["ID"]
+            ev["BlockedEval"] = blocked["ID"]
         if plan.deployment is not None and not ev["DeploymentID"]:
             ev["DeploymentID"] = plan.deployment["ID"]
         txn.put_eval(ev)

@@ -110,3 +110,23 @@ def test_status_agent_nodes(client: nomad.Nomad, nomad_url: str) -> None:
     assert nodes and nodes[0]["Status"] == "ready"
     node = client.node.get_node(nodes[0]["ID"])
     assert node["Drivers"]["docker"]["Healthy"] is True
+
+
+def test_allocation_pagination(client: nomad.Nomad, nomad_url: str, job_id: str) -> None:
+    client.jobs.register_job({"Job": service_job(job_id, count=3)})
+    prefix_allocs = sorted(client.job.get_allocations(job_id), key=lambda a: a["CreateIndex"])
+    assert len(prefix_allocs) == 3
+    seen: list[str] = []
+    token = ""
+    for _ in range(10):
+        params = {"per_page": "2", "filter": f'JobID == "{job_id}"'}
+        if token:
+            params["next_token"] = token
+        resp = requests.get(f"{nomad_url}/v1/allocations", params=params, timeout=5)
+        seen += [a["ID"] for a in resp.json()]
+        token = resp.headers.get("X-Nomad-NextToken", "")
+        if not token:
+            break
+    assert sorted(seen) == sorted(a["ID"] for a in prefix_allocs)
+    assert len(seen) == 3
+    client.job.deregister_job(job_id, purge=True)

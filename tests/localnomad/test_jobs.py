@@ -198,3 +198,24 @@ def test_validate_endpoint(client: nomad.Nomad, job_id: str) -> None:
     assert "error" in exc.value.nomad_resp.text and "Minimum healthy time" in \
         exc.value.nomad_resp.text
     _ = MS
+
+
+def test_unplaceable_job_reports_failed_allocs_and_a_blocked_eval(client: nomad.Nomad,
+                                                                   job_id: str) -> None:
+    job = service_job(job_id, count=2)
+    job["Datacenters"] = ["no-such-dc"]
+    plan = client.job.plan_job(job_id, {"Job": job})
+    assert set(plan["FailedTGAllocs"]) == {"web"}
+    resp = client.jobs.register_job({"Job": job})
+
+    def evaluated() -> Any:
+        ev = client.evaluation.get_evaluation(resp["EvalID"])
+        return ev if ev["Status"] == "complete" else None
+
+    ev = wait_until(evaluated, 5, what="eval complete")
+    assert ev["FailedTGAllocs"]["web"]["CoalescedFailures"] == 1
+    blocked = client.evaluation.get_evaluation(ev["BlockedEval"])
+    assert blocked["Status"] == "blocked"
+    assert client.job.get_allocations(job_id) == []
+    assert client.job.get_job(job_id)["Status"] == "pending"
+    client.job.deregister_job(job_id, purge=True)
