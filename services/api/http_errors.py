@@ -94,6 +94,8 @@ def shaman_error_response(exc: ShamanError) -> web.Response:
     retry_after = getattr(exc, "retry_after_s", None)
     if isinstance(exc, TemporaryError | RateLimited):
         headers["Retry-After"] = str(max(1, round(retry_after or DEFAULT_RETRY_AFTER_S)))
+    elif isinstance(exc, InProgress):
+        headers["Retry-After"] = "1"
     status = exc.http_status
     body = exc.to_body()
     if isinstance(exc, TemporaryError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import hvac
+import pytest
 
 from services.api.kv_listing import kv_values
 from shared.commands import ChangeConfig, ChangeSecrets, Rollback, Scale, release_decoder
@@ -66,7 +67,7 @@ async def test_get_config_reads_the_current_release(api: Api) -> None:
 
 
 async def test_secrets_are_write_only_and_never_leave_vault(
-    api: Api, openbao: VaultServer
+    api: Api, openbao: VaultServer, capfd: pytest.CaptureFixture[str]
 ) -> None:
     app = uniq()
     marker = "MARKER-" + uniq("secret")
@@ -116,6 +117,10 @@ async def test_secrets_are_write_only_and_never_leave_vault(
         assert resp.status == 404
     commands = await release_commands(api, app)
     assert [c.version for c in commands] == [1, 2]
+    # ... nor in anything the api logged
+    out, err = capfd.readouterr()
+    assert app in out + err  # the log did capture this test's lines
+    assert marker not in out + err
 
 
 async def test_bad_secret_bodies_never_echo_values(api: Api) -> None:
