@@ -41,7 +41,7 @@ SSE_CLIENTS = Gauge("shaman_api_sse_clients", "Connected Server-Sent Events clie
 SSE_FOLLOWERS = Gauge("shaman_api_sse_followers", "JetStream followers serving SSE clients")
 SSE_FANOUT = Histogram(
     "shaman_api_sse_fanout_seconds",
-    "Time to write one event to every client of a follower (framing included)",
+    "Time to write one batch of events (usually one) to every client of a follower",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
 MAX_REPLAY_BUFFER = 10_000
@@ -75,6 +75,8 @@ class SseClient:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     # While replaying history: live events wait here as (seq, bytes).
     buffer: list[tuple[int, bytes]] | None = None
+    # Events up to this sequence were already sent (by the replay).
+    after_seq: int = 0
 
     def sees(self, team: str | None) -> bool:
         return self.teams is None or (team is not None and team in self.teams)
@@ -94,31 +96,56 @@ class SseClient:
 
 
 class _Channel:
+    """One follower and its clients.
+
+    Events are framed as they arrive and written on the next turn of the event loop, all
+    that arrived meanwhile in one write per client. nats-py hands a subscription's queued
+    messages to `dispatch` without yielding in between, so when the fan-out falls behind
+    (a burst of build logs, a slow machine) the batches grow by themselves: the cost per
+    client stays one write per loop turn instead of one per event, and latency stays
+    bounded instead of queueing up. When events arrive one at a time nothing waits.
+    """
+
     def __init__(self, hub: SseHub, filter_subject: str) -> None:
         self.filter_subject = filter_subject
         self.clients: set[SseClient] = set()
         self.tail = StreamTail(hub.bus, STREAM_EVENTS, filter_subject, self.dispatch,
                                heartbeat_s=hub.heartbeat_s, name=f"sse:{filter_subject}")
         self.hub = hub
-        self.ready = asyncio.Event()
+        self._pending: list[tuple[int, bytes, str | None]] = []
+        self._flush_scheduled = False
 
     async def dispatch(self, seq: int, subject: str, data: bytes) -> None:
         team: str | None = None
         if any(c.teams is not None for c in self.clients):
             team = await self.hub.team_of(app_of(subject))
+        self._pending.append((seq, chunk(sse_frame(seq, data)), team))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
         started = time.perf_counter()
-        frame = chunk(sse_frame(seq, data))
+        first_seq = batch[0][0]
+        everything = b"".join(frame for _, frame, _ in batch)
         limit = self.hub.max_buffer_bytes
         for client in list(self.clients):
-            if not client.sees(team):
-                continue
-            if client.buffer is not None:
-                client.buffer.append((seq, frame))
-                if len(client.buffer) > MAX_REPLAY_BUFFER:
-                    client.transport.close()
-                    client.closed.set()
+            if client.buffer is None and client.teams is None and client.after_seq < first_seq:
+                client.write(everything, limit)  # the common case: the same bytes for all
             else:
-                client.write(frame, limit)
+                frames = [(seq, frame) for seq, frame, team in batch
+                          if seq > client.after_seq and client.sees(team)]
+                if client.buffer is not None:
+                    client.buffer.extend(frames)
+                    if len(client.buffer) > MAX_REPLAY_BUFFER:
+                        client.transport.close()
+                        client.closed.set()
+                elif frames:
+                    client.write(b"".join(frame for _, frame in frames), limit)
             if client.closed.is_set():
                 self.clients.discard(client)
         SSE_FANOUT.observe(time.perf_counter() - started)
@@ -209,9 +236,10 @@ class SseHub:
     def go_live(self, client: SseClient, after_seq: int) -> None:
         """End a client's replay: write buffered live events above `after_seq`, then go direct."""
         buffered, client.buffer = client.buffer or [], None
-        for seq, frame in buffered:
-            if seq > after_seq:
-                client.write(frame, self.max_buffer_bytes)
+        client.after_seq = after_seq
+        frames = [frame for seq, frame in buffered if seq > after_seq]
+        if frames:
+            client.write(b"".join(frames), self.max_buffer_bytes)
 
     async def _keepalive(self) -> None:
         while True:
