@@ -47,6 +47,17 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0, interval: float 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
+def stays_true(check: Callable[[], Any], duration: float, interval: float = 0.05,
+               what: str = "condition") -> None:
+    """Assert that `check` holds on every poll for `duration` seconds (a negative
+    wait: something must not happen)."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        value = check()
+        assert value, f"{what} stopped holding: {value!r}"
+        time.sleep(interval)
+
+
 @dataclass
 class LocalNomadProcess:
     port: int

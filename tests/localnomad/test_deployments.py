@@ -10,7 +10,7 @@ import pytest
 import requests
 from nomad.api import exceptions as nx
 
-from .conftest import MS, SEC, service_job, wait_until
+from .conftest import MS, SEC, service_job, stays_true, wait_until
 from .test_jobs import latest_deployment
 
 
@@ -35,16 +35,16 @@ def test_successful_rolling_deployment(client: nomad.Nomad, job_id: str) -> None
     assert second["JobVersion"] == 1 and second["Status"] == "running"
     assert second["StatusDescription"] == "Deployment is running"
     # MaxParallel=1: never more than one new alloc unhealthy at a time.
-    seen_new_unhealthy = 0
-    for _ in range(200):
+    in_flight: list[int] = []
+
+    def observe() -> bool:
         allocs = client.deployment.get_deployment_allocations(second["ID"])
-        pending = [a for a in allocs if (a["DeploymentStatus"] or {}).get("Healthy") is None
-                   and a["DesiredStatus"] == "run"]
-        seen_new_unhealthy = max(seen_new_unhealthy, len(pending))
-        if client.deployment.get_deployment(second["ID"])["Status"] == "successful":
-            break
-        wait_until(lambda: True, 0.1)
-    assert seen_new_unhealthy <= 1
+        in_flight.append(len([a for a in allocs if a["DesiredStatus"] == "run" and (
+            a["DeploymentStatus"] or {}).get("Healthy") is None]))
+        return bool(client.deployment.get_deployment(second["ID"])["Status"] == "successful")
+
+    wait_until(observe, 15, interval=0.03, what="rolling deployment done")
+    assert len(in_flight) > 3 and max(in_flight) <= 1
     done = latest_deployment(client, job_id, "successful")
     assert done["TaskGroups"]["web"]["PlacedAllocs"] == 3
     assert running_versions(client, job_id) == [1, 1, 1]
@@ -265,8 +265,8 @@ def test_restart_policy_and_reschedule(client: nomad.Nomad, job_id: str,
     assert not_restarting["DisplayMessage"] == \
         'Exceeded allowed attempts 2 in interval 1m0s and mode is "fail"'
     # Attempts=1 is used up: no third alloc.
-    wait_until(lambda: True, 0.3)
-    assert len(client.job.get_allocations(job_id)) == 2
+    stays_true(lambda: len(client.job.get_allocations(job_id)) == 2, 0.5,
+               what="no third alloc")
     client.job.deregister_job(job_id, purge=True)
 
 
@@ -317,8 +317,8 @@ def test_driver_failure_and_stuck_watcher(client: nomad.Nomad, job_id: str,
         failure = next(e for e in events if e["Type"] == "Driver Failure")
         assert failure["DriverError"] == "failed to pull image x: boom"
         # With the watcher frozen the deployment stays running past its deadline.
-        wait_until(lambda: True, 1.3)
-        assert client.job.get_deployment(job_id)["Status"] == "running"
+        stays_true(lambda: client.job.get_deployment(job_id)["Status"] == "running", 1.3,
+                   what="frozen deployment still running")
     finally:
         control("watcher", {"paused": False})
     dep = latest_deployment(client, job_id, "failed", timeout=5)
