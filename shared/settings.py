@@ -85,6 +85,8 @@ class ApiSettings(CommonSettings, VaultSettings):
     allowed_registries: str = ""
     # How long a request may wait on NATS before answering 503.
     nats_request_timeout_s: float = 5.0
+    # Source deploys (builds) a team may have pending or building at once; 0: no cap.
+    team_build_cap: int = 0
 
 
 class BuilderSettings(CommonSettings, VaultSettings):
