@@ -63,6 +63,12 @@ class RateLimited(ShamanError):
         self.retry_after_s = retry_after_s
 
 
+class TooManyBuilds(RateLimited):
+    """The team's cap on concurrent builds is reached (SHAMAN_TEAM_BUILD_CAP)."""
+
+    code: ClassVar[str] = "too_many_builds"
+
+
 class AlreadyExists(ShamanError):
     code: ClassVar[str] = "already_exists"
     http_status: ClassVar[int] = 409

@@ -8,6 +8,7 @@ call. Uploads are stored content-addressed in the `shaman_sources` object store 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 
@@ -16,9 +17,10 @@ from nats.js.object_store import ObjectStore
 
 from services.api.auth import Principal
 from services.api.context import ApiContext
-from services.api.http_errors import field_error
+from services.api.http_errors import TooManyBuilds, field_error
 from services.api.image_ref import parse_image_reference, registry_of
 from services.api.intake import Accepted, DeploySpec, Work
+from services.api.kv_listing import kv_values
 from services.api.models import DeployIn
 from shared.bus.connection import UNAVAILABLE
 from shared.commands import BuildRequested, GitSource, ImageSource, Source, UploadSource
@@ -26,7 +28,10 @@ from shared.errors import BackendUnavailable
 from shared.events.deploy import GitRef
 from shared.records import AppRecord
 from shared.settings import ApiSettings
-from shared.subjects import build_work_subject
+from shared.subjects import KV_APPS, build_work_subject
+
+IN_FLIGHT = frozenset({"pending", "building"})
+BUILD_CAP_RETRY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,28 @@ async def store_upload(store: ObjectStore, name: str, upload: Upload) -> None:
         raise BackendUnavailable("nats", f"storing the upload failed: {exc!r}") from exc
 
 
+async def check_team_build_cap(ctx: ApiContext, app: AppRecord) -> None:
+    """429 when the app's team already has `team_build_cap` builds pending or building.
+
+    Latest wins, so an app has at most one build in flight (its `latest_deploy_id`); this
+    app's own is about to be superseded and does not count. A soft cap: two requests
+    racing may both pass it.
+    """
+    cap = ctx.settings.team_build_cap
+    if cap <= 0:
+        return
+    team = app.spec.team
+    others = [e.value.latest_deploy_id for e in await kv_values(ctx.bus, ctx.apps, KV_APPS)
+              if e.value.spec.team == team and e.value.spec.name != app.spec.name
+              and e.value.state != "destroyed" and e.value.latest_deploy_id]
+    entries = await asyncio.gather(*(ctx.deploys.get(i) for i in others if i))
+    in_flight = sum(1 for e in entries if e is not None and e.value.status in IN_FLIGHT)
+    if in_flight >= cap:
+        raise TooManyBuilds(f"team {team} already has {in_flight} builds in progress "
+                          f"(the cap is {cap}); retry when one finishes",
+                          retry_after_s=BUILD_CAP_RETRY_S)
+
+
 async def submit_source_deploy(
     ctx: ApiContext,
     principal: Principal,
@@ -108,6 +135,8 @@ async def submit_source_deploy(
     description = body.description or f"Deploy {label}"
 
     async def prepare(deploy_id: str) -> Work:
+        # Here, after the idempotency check: a retry of an accepted deploy is never capped.
+        await check_team_build_cap(ctx, app)
         if upload is not None and isinstance(source, UploadSource):
             await store_upload(ctx.sources, source.object_name, upload)
         return Work(

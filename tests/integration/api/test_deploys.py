@@ -307,3 +307,34 @@ async def test_build_log_is_404_until_written(api: Api) -> None:
         assert resp.status == 200
         assert resp.content_type == "text/plain"
         assert "STEP 1/2" in await resp.text()
+
+
+async def test_team_build_cap(api: Api, api_nats: Any, openbao: Any) -> None:
+    import aiohttp
+
+    settings = api_settings(api_nats.url, openbao, team_build_cap=1)
+    async with create_app(settings) as service, aiohttp.ClientSession(
+            base_url=service.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
+        team = uniq("team")
+        first, second, elsewhere = uniq(), uniq(), uniq()
+        for name, t in ((first, team), (second, team), (elsewhere, "other")):
+            async with http.post("/v1/apps", json={"name": name, "team": t}) as resp:
+                assert resp.status == 201
+        async with http.post(f"/v1/apps/{first}/deploys", json={"image": "r/a:1"}) as resp:
+            assert resp.status == 202
+            building = (await resp.json())["id"]
+        async with http.post(f"/v1/apps/{second}/deploys", json={"image": "r/a:1"}) as resp:
+            assert resp.status == 429
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert (await resp.json())["error"]["code"] == "too_many_builds"
+        # the same app may replace its own build (latest wins); other teams are not capped
+        async with http.post(f"/v1/apps/{first}/deploys", json={"image": "r/a:2"}) as resp:
+            assert resp.status == 202
+            building = (await resp.json())["id"]
+        async with http.post(f"/v1/apps/{elsewhere}/deploys", json={"image": "r/a:1"}) as resp:
+            assert resp.status == 202
+        await service.ctx.deploys.mutate(
+            building, lambda d: d if transition(d, "deploying") else None)
+        async with http.post(f"/v1/apps/{second}/deploys", json={"image": "r/a:1"}) as resp:
+            assert resp.status == 202
+    assert await deploys_of(api, second) != []
