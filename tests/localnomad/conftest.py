@@ -31,7 +31,21 @@ REAL_NOMAD = os.environ.get("NOMAD_ADDR")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "localnomad_only: needs localnomad's control surface")
+    config.addinivalue_line(
+        "markers", "localnomad_only: needs localnomad itself (control surface or its own "
+        "process); skipped when NOMAD_ADDR points at a real Nomad")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The marker follows from the fixtures a test uses, so it cannot be forgotten.
+    # This hook sees every collected test, so it only touches the ones in this folder.
+    for item in items:
+        if not item.nodeid.startswith("tests/localnomad/"):
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        whole_module = "podman_e2e" in item.nodeid or "templates_and_persistence" in item.nodeid
+        if fixtures & {"control", "private_localnomad"} or whole_module:
+            item.add_marker(pytest.mark.localnomad_only)
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,

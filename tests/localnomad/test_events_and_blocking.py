@@ -169,7 +169,7 @@ async def test_blocking_query_wakes_on_change_and_times_out(
         async with session.get(f"{nomad_url}/v1/job/{job_id}/allocations") as r:
             last = int(r.headers["X-Nomad-Index"])
         waiter = asyncio.create_task(changed())
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a negative check: the query must still be blocking
         assert not waiter.done()
         await asyncio.to_thread(client.job.deregister_job, job_id)
         new_index, _ = await asyncio.wait_for(waiter, 5)
