@@ -507,8 +507,7 @@
     showPage('Apps',
       h('div', {class: 'page-head'}, h('h1', {}, 'Apps'),
         h('a', {class: 'button primary', href: '#/new'}, 'New app')),
-      h('section', {class: 'panel', 'aria-labelledby': 'apps-h'},
-        h('h2', {id: 'apps-h', class: 'visually-hidden'}, 'All apps'), status, tableSlot));
+      h('section', {class: 'panel', 'aria-label': 'All apps'}, status, tableSlot));
     let alive = true;
     pageCleanup.push(() => { alive = false; });
     const refresh = async () => {
@@ -743,7 +742,7 @@
       const text = {
         healthy: `Healthy: ${release} is running${took}.`,
         failed: `Failed${reason ? ': ' + reason : '.'}`,
-        rolled_back: `Rolled back${reason ? ': ' + reason : ''}. The last good release runs again.`,
+        rolled_back: reason ? `Rolled back: ${reason}.` : 'Rolled back: the last good release runs again.',
         superseded: 'Superseded by a newer deploy before it rolled out.',
         cancelled: `Cancelled${reason ? ': ' + reason : '.'}`,
       }[status] || status;
@@ -852,6 +851,7 @@
 
     apply(ev) {
       const card = this.card(ev.deploy_id || '');
+      card.lastChange = Date.now(); // news by event: no need to poll this one for a while
       const t = ev.time;
       switch (ev.type) {
         case 'deploy.accepted':
@@ -937,7 +937,9 @@
 
   function allocationBlock(a) {
     const head = [`Task ${a.task}`, a.alloc_id ? ` (allocation ${a.alloc_id.slice(0, 8)})` : '',
-      `: ${a.summary}`, a.exit_code !== null && a.exit_code !== undefined ? `, exit code ${a.exit_code}` : ''];
+      `: ${a.summary}`,
+      a.exit_code !== null && a.exit_code !== undefined && !String(a.summary).includes(String(a.exit_code))
+        ? ` (exit code ${a.exit_code})` : ''];
     return h('div', {class: 'alloc'}, h('p', {}, h('strong', {}, head.join(''))),
       a.task_events && a.task_events.length ? h('ul', {}, a.task_events.map((e) => h('li', {}, e))) : null,
       a.check_output ? preBlock('Health check output', [a.check_output]) : null,
@@ -987,46 +989,47 @@
     pageCleanup.push(() => { alive = false; });
 
     const headBadges = h('span', {});
-    const detailsSlot = h('div', {});
-    const releasesSlot = h('div', {});
-    const configSlot = h('div', {});
-    const secretsSlot = h('div', {});
     const streamState = h('span', {class: 'stream-state', role: 'status'});
 
     let refreshTimer = null;
-    const scheduleRefresh = () => {
+    let lateTimer = null;
+    const scheduleRefresh = (why) => {
       clearTimeout(refreshTimer);
       refreshTimer = setTimeout(() => alive && refreshAll(), 300);
+      if (why === 'finished') {
+        // The app record's state (running, last healthy) is written right around the
+        // deploy's outcome event: look again a little later so it is not shown stale.
+        clearTimeout(lateTimer);
+        lateTimer = setTimeout(() => alive && refreshAll(), 2500);
+      }
     };
     const entry = followApp(name, scheduleRefresh, streamState);
     const timeline = entry.timeline;
-
-    const deployForm = deployPanel(app, timeline);
-    showPage(name,
-      h('div', {class: 'page-head'},
-        h('div', {}, h('p', {class: 'muted'}, h('a', {href: '#/'}, 'Apps'), ' / '),
-          h('h1', {}, name)), headBadges),
-      h('div', {class: 'grid-2'}, deployForm.el,
-        h('section', {class: 'panel', 'aria-labelledby': 'details-h'},
-          h('h2', {id: 'details-h'}, 'App'), detailsSlot)),
-      h('section', {class: 'panel', 'aria-labelledby': 'timeline-h'},
-        h('div', {class: 'page-head'}, h('h2', {id: 'timeline-h'}, 'Timeline'), streamState),
-        timeline.list),
-      h('section', {class: 'panel', 'aria-labelledby': 'releases-h'},
-        h('h2', {id: 'releases-h'}, 'Releases'), releasesSlot),
-      h('div', {class: 'grid-2'},
-        h('section', {class: 'panel', 'aria-labelledby': 'config-h'},
-          h('h2', {id: 'config-h'}, 'Config vars'), configSlot),
-        h('section', {class: 'panel', 'aria-labelledby': 'secrets-h'},
-          h('h2', {id: 'secrets-h'}, 'Secrets'), secretsSlot)));
-
     const accepted = (deploy, what) => {
       timeline.addViews([deploy]);
       announce(`${what}: deploy ${deploy.id} accepted`);
     };
 
+    // Sections are built once; a refresh replaces only their data, never a form the user
+    // may be typing in.
+    const deploy = deployPanel(app, timeline);
+    const details = detailsSection(name);
+    const releases = releasesSection(name, accepted);
+    const config = configSection(name, accepted);
+    const secrets = secretsSection(name, accepted);
+    showPage(name,
+      h('div', {class: 'page-head'},
+        h('div', {}, h('p', {class: 'muted'}, h('a', {href: '#/'}, 'Apps'), ' / '),
+          h('h1', {}, name)), headBadges),
+      h('div', {class: 'grid-2'}, deploy.el, details.el),
+      h('section', {class: 'panel', 'aria-labelledby': 'timeline-h'},
+        h('div', {class: 'page-head'}, h('h2', {id: 'timeline-h'}, 'Timeline'), streamState),
+        timeline.list),
+      releases.el,
+      h('div', {class: 'grid-2'}, config.el, secrets.el));
+
     async function refreshAll() {
-      const [appNow, releases, config, secrets, deploys] = await Promise.allSettled([
+      const [appNow, releaseList, configNow, secretsNow, deploys] = await Promise.allSettled([
         api('GET', `/v1/apps/${name}`),
         api('GET', `/v1/apps/${name}/releases`),
         api('GET', `/v1/apps/${name}/config`),
@@ -1038,18 +1041,14 @@
       clear(headBadges).append(badge(app.state), ' ',
         app.current_release ? badge('', `current v${app.current_release}`) : '',
         ' ', badge('', `team ${app.team}`));
-      append(clear(detailsSlot), [detailsView(app)]);
+      details.update(app);
       if (deploys.status === 'fulfilled') {
         timeline.addViews(deploys.value.deploys);
-        deployForm.prefill(app, deploys.value.deploys);
+        deploy.prefill(app, deploys.value.deploys);
       }
-      append(clear(releasesSlot), [releases.status === 'fulfilled'
-        ? releasesView(app, releases.value.releases, accepted)
-        : h('p', {class: 'form-error'}, describeError(releases.reason))]);
-      append(clear(configSlot), [config.status === 'fulfilled'
-        ? configView(app, config.value, accepted)
-        : h('p', {class: 'form-error'}, describeError(config.reason))]);
-      append(clear(secretsSlot), [secretsView(app, secrets, accepted)]);
+      releases.update(app, releaseList);
+      config.update(configNow);
+      secrets.update(secretsNow);
     }
     await refreshAll();
 
@@ -1062,11 +1061,30 @@
           const view = await api('GET', `/v1/apps/${name}/deploys/${card.id}`);
           const was = card.status;
           card.setView(view);
-          if (TERMINAL.has(view.status) && was !== view.status) scheduleRefresh();
+          if (TERMINAL.has(view.status) && was !== view.status) scheduleRefresh('finished');
         } catch (err) { /* the next round tries again */ }
       }
     }, 5000);
-    pageCleanup.push(() => { clearInterval(poll); clearTimeout(refreshTimer); });
+    pageCleanup.push(() => {
+      clearInterval(poll);
+      clearTimeout(refreshTimer);
+      clearTimeout(lateTimer);
+    });
+  }
+
+  /** Replace a slot's content, keeping keyboard focus on the "same" control if it had it. */
+  function rerender(slot, content) {
+    const active = document.activeElement;
+    const key = active && slot.contains(active) ? active.getAttribute('data-focus-key') : null;
+    append(clear(slot), [content]);
+    if (key) {
+      const again = slot.querySelector(`[data-focus-key="${CSS.escape(key)}"]`);
+      if (again) again.focus();
+    }
+  }
+
+  function section(id, title, ...content) {
+    return h('section', {class: 'panel', 'aria-labelledby': id}, h('h2', {id}, title), content);
   }
 
   function deployPanel(app, timeline) {
@@ -1090,8 +1108,9 @@
     const notice = h('p', {class: 'notice', role: 'status'});
     const form = h('form', {novalidate: true},
       h('div', {class: 'form-error'}),
-      h('div', {class: 'choice', role: 'radiogroup', 'aria-label': 'What to deploy'},
-        h('label', {}, imageChoice, 'An image'), h('label', {}, gitChoice, 'A git ref (built first)')),
+      h('fieldset', {class: 'plain'}, h('legend', {class: 'visually-hidden'}, 'What to deploy'),
+        h('div', {class: 'choice'},
+          h('label', {}, imageChoice, 'An image'), h('label', {}, gitChoice, 'A git ref (built first)'))),
       imageField, gitFields, button, notice);
     // One key per intended deploy: a retry after a network error cannot start a second one.
     let pendingKey = null;
@@ -1141,24 +1160,12 @@
     return afterSlash.includes(':') || app.image.includes('@') ? app.image : `${app.image}:latest`;
   }
 
-  function detailsView(app) {
-    const rows = [
-      ['Team', app.team],
-      ['Source', app.git ? `git ${app.git.url}@${app.git.ref}` : app.image || 'none'],
-      ['Port', app.port],
-      ['Instances', app.instances],
-      ['CPU / memory', `${app.cpu_mhz} MHz / ${app.memory_mb} MB`],
-      ['Command', app.command || 'the image\u2019s default'],
-      ['Health check', `${app.health.path} every ${app.health.interval_s} s (timeout ${app.health.timeout_s} s)`],
-      ['Rollout', `${app.rollout.canaries} canaries, ${app.rollout.max_parallel} at a time, healthy for ` +
-        `${app.rollout.min_healthy_time_s} s within ${app.rollout.healthy_deadline_s} s`],
-      ['Auto rollback', app.auto_rollback ? 'on' : 'off'],
-      ['Current release', app.current_release ? `v${app.current_release}` : 'none'],
-      ['Last healthy', app.last_healthy_release ? `v${app.last_healthy_release}` : 'none'],
-      ['Created', `${dateTime(app.created_at)} by ${app.created_by}`],
-    ];
-    const scaleField = field('instances', 'Instances', {id: 'f-scale', value: String(app.instances),
-                                                        inputmode: 'numeric'});
+  function detailsSection(name) {
+    const list = h('div', {});
+    const scaleField = field('instances', 'Instances', {id: 'f-scale', inputmode: 'numeric'});
+    const input = scaleField.querySelector('input');
+    let edited = false;
+    input.addEventListener('input', () => { edited = true; });
     const button = h('button', {type: 'submit', class: 'secondary'}, 'Scale');
     const form = h('form', {novalidate: true, 'aria-label': 'Scale'},
       h('div', {class: 'form-error'}), h('div', {class: 'inline-form'}, scaleField, button));
@@ -1166,149 +1173,195 @@
       event.preventDefault();
       await submitting(button, async () => {
         try {
-          const done = await api('POST', `/v1/apps/${app.name}/scale`,
+          const done = await api('POST', `/v1/apps/${name}/scale`,
                                  {instances: numeric(value(form, 'instances'))});
           clearErrors(form);
+          edited = false;
           announce(`Scaling from ${done.previous} to ${done.instances} instances`);
         } catch (err) { showErrors(form, err, 'Not scaled'); }
       });
     });
-    return [h('dl', {class: 'kv'}, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))])),
-      h('hr', {}), form];
+    return {
+      el: section('details-h', 'App', list, h('hr', {}), form),
+      update(app) {
+        if (!edited && document.activeElement !== input) input.value = String(app.instances);
+        const rows = [
+          ['Team', app.team],
+          ['Source', app.git ? `git ${app.git.url}@${app.git.ref}` : app.image || 'none'],
+          ['Port', app.port],
+          ['Instances', app.instances],
+          ['CPU / memory', `${app.cpu_mhz} MHz / ${app.memory_mb} MB`],
+          ['Command', app.command || 'the image\u2019s default'],
+          ['Health check', `${app.health.path} every ${app.health.interval_s} s (timeout ${app.health.timeout_s} s)`],
+          ['Rollout', `${app.rollout.canaries} canaries, ${app.rollout.max_parallel} at a time, healthy for ` +
+            `${app.rollout.min_healthy_time_s} s within ${app.rollout.healthy_deadline_s} s`],
+          ['Auto rollback', app.auto_rollback ? 'on' : 'off'],
+          ['Current release', app.current_release ? `v${app.current_release}` : 'none'],
+          ['Last healthy', app.last_healthy_release ? `v${app.last_healthy_release}` : 'none'],
+          ['Created', `${dateTime(app.created_at)} by ${app.created_by}`],
+        ];
+        rerender(list, h('dl', {class: 'kv'}, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))])));
+      },
+    };
   }
 
-  function releasesView(app, releases, accepted) {
-    if (!releases.length) return h('p', {class: 'empty'}, 'No releases yet: the first deploy creates v1.');
+  function releasesSection(name, accepted) {
     const error = h('div', {class: 'form-error'});
-    const rows = releases.map((r) => {
+    const slot = h('div', {});
+    let app = null;
+
+    async function rollback(version, button) {
+      const ok = await confirmDialog(`Roll back ${name} to v${version}?`,
+        `A new release with v${version}\u2019s image, config and secrets is rolled out ` +
+        'gradually, like any deploy. You can roll forward again the same way.',
+        `Roll back to v${version}`);
+      if (!ok) { button.focus(); return; }
+      await submitting(button, async () => {
+        try {
+          const deploy = await api('POST', `/v1/apps/${name}/rollback`, {version},
+                                   {idempotencyKey: newKey()});
+          clear(error);
+          accepted(deploy, `Rollback to v${version}`);
+        } catch (err) {
+          clear(error).append(`Rollback not started: ${describeError(err)}`);
+        }
+      });
+    }
+
+    function row(r) {
       const current = r.version === app.current_release;
       let action = h('span', {class: 'muted'}, 'running');
       if (!current) {
-        action = h('button', {type: 'button', class: 'secondary small', 'data-rollback': String(r.version)},
-          `Roll back to v${r.version}`);
-        action.addEventListener('click', async () => {
-          const ok = await confirmDialog(`Roll back ${app.name} to v${r.version}?`,
-            `A new release with v${r.version}\u2019s image, config and secrets is rolled out ` +
-            'gradually, like any deploy. You can roll forward again the same way.',
-            `Roll back to v${r.version}`);
-          if (!ok) { action.focus(); return; }
-          await submitting(action, async () => {
-            try {
-              const deploy = await api('POST', `/v1/apps/${app.name}/rollback`, {version: r.version},
-                                       {idempotencyKey: newKey()});
-              clear(error);
-              accepted(deploy, `Rollback to v${r.version}`);
-            } catch (err) {
-              clear(error).append(`Rollback not started: ${describeError(err)}`);
-            }
-          });
-        });
+        action = h('button', {type: 'button', class: 'secondary small', 'data-rollback': String(r.version),
+                              'data-focus-key': `rollback-${r.version}`}, `Roll back to v${r.version}`);
+        action.addEventListener('click', () => rollback(r.version, action));
       }
       return h('tr', {class: current ? 'current' : '', 'data-release': String(r.version)},
         h('th', {scope: 'row'}, `v${r.version}`, current ? [' ', badge('healthy', 'current')] : null),
         h('td', {}, r.description, r.rollback_of ? h('span', {class: 'muted'}, ` (content of v${r.rollback_of})`) : null),
         h('td', {class: 'mono'}, shortImage(r.image, r.digest)),
-        h('td', {}, `${dateTime(r.created_at)}`, h('br', {}), h('span', {class: 'muted'}, `by ${r.created_by}`)),
+        h('td', {}, dateTime(r.created_at), h('br', {}), h('span', {class: 'muted'}, `by ${r.created_by}`)),
         h('td', {}, action));
-    });
-    return [error, h('table', {},
-      h('caption', {class: 'visually-hidden'}, `Releases of ${app.name}, newest first`),
-      h('thead', {}, h('tr', {}, ['Release', 'Description', 'Image', 'Created', 'Action']
-        .map((t) => h('th', {scope: 'col'}, t)))),
-      h('tbody', {}, rows))];
-  }
-
-  function configView(app, config, accepted) {
-    const keys = Object.keys(config.config).sort();
-    const error = h('div', {class: 'form-error'});
-    const table = keys.length ? h('table', {},
-      h('caption', {class: 'visually-hidden'}, 'Config vars of the current release'),
-      h('thead', {}, h('tr', {}, ['Name', 'Value', ''].map((t) => h('th', {scope: 'col'}, t)))),
-      h('tbody', {}, keys.map((key) => {
-        const unset = h('button', {type: 'button', class: 'danger small', 'aria-label': `Unset ${key}`}, 'Unset');
-        unset.addEventListener('click', () => submitting(unset, async () => {
-          try {
-            accepted(await api('PATCH', `/v1/apps/${app.name}/config`, {[key]: null},
-                               {idempotencyKey: newKey()}), `Unset ${key}`);
-          } catch (err) { clear(error).append(describeError(err)); }
-        }));
-        return h('tr', {}, h('th', {scope: 'row', class: 'mono'}, key),
-          h('td', {class: 'mono'}, config.config[key]), h('td', {}, unset));
-      }))) : h('p', {class: 'empty'}, 'No config vars in the current release.');
-    const button = h('button', {type: 'submit', class: 'secondary'}, 'Set');
-    const form = h('form', {novalidate: true, 'aria-label': 'Set a config var'},
-      h('div', {class: 'form-error'}),
-      h('div', {class: 'inline-form'},
-        field('key', 'Name', {id: 'f-config-key', placeholder: 'LOG_LEVEL'}),
-        field('value', 'Value', {id: 'f-config-value'}), button));
-    form.addEventListener('submit', async (event) => {
-      event.preventDefault();
-      const key = value(form, 'key');
-      await submitting(button, async () => {
-        try {
-          const deploy = await api('PATCH', `/v1/apps/${app.name}/config`,
-            {[key]: form.elements.namedItem('value').value}, {idempotencyKey: newKey()});
-          clearErrors(form);
-          form.reset();
-          accepted(deploy, `Set ${key}`);
-        } catch (err) {
-          // The API names the variable as the field; show it at the name input.
-          if (err.details) err.details = err.details.map((d) => (d.loc === key ? {...d, loc: 'key'} : d));
-          showErrors(form, err, 'Not set');
-        }
-      });
-    });
-    return [error, table, h('p', {class: 'muted'}, 'Each change makes a new release.'), form];
-  }
-
-  function secretsView(app, result, accepted) {
-    if (result.status !== 'fulfilled') {
-      return h('p', {class: 'form-error'}, `Secrets unavailable: ${describeError(result.reason)}`);
     }
-    const secrets = result.value;
-    const error = h('div', {class: 'form-error'});
-    const list = secrets.keys.length ? h('table', {},
-      h('caption', {class: 'visually-hidden'}, 'Secret names (values are never shown)'),
-      h('thead', {}, h('tr', {}, ['Name', ''].map((t) => h('th', {scope: 'col'}, t)))),
-      h('tbody', {}, secrets.keys.slice().sort().map((key) => {
-        const unset = h('button', {type: 'button', class: 'danger small', 'aria-label': `Unset secret ${key}`}, 'Unset');
-        unset.addEventListener('click', () => submitting(unset, async () => {
-          try {
-            accepted(await api('DELETE', `/v1/apps/${app.name}/secrets/${encodeURIComponent(key)}`),
-                     `Unset secret ${key}`);
-          } catch (err) { clear(error).append(describeError(err)); }
-        }));
-        return h('tr', {}, h('th', {scope: 'row', class: 'mono'}, key), h('td', {}, unset));
-      }))) : h('p', {class: 'empty'}, 'No secrets set.');
-    const button = h('button', {type: 'submit', class: 'secondary'}, 'Set secret');
-    const form = h('form', {novalidate: true, 'aria-label': 'Set a secret'},
+
+    return {
+      el: section('releases-h', 'Releases', error, slot),
+      update(appNow, result) {
+        app = appNow;
+        if (result.status !== 'fulfilled') {
+          rerender(slot, h('p', {class: 'form-error'}, describeError(result.reason)));
+          return;
+        }
+        const releases = result.value.releases;
+        rerender(slot, releases.length ? h('table', {},
+          h('caption', {class: 'visually-hidden'}, `Releases of ${name}, newest first`),
+          h('thead', {}, h('tr', {}, ['Release', 'Description', 'Image', 'Created', 'Action']
+            .map((t) => h('th', {scope: 'col'}, t)))),
+          h('tbody', {}, releases.map(row)))
+          : h('p', {class: 'empty'}, 'No releases yet: the first deploy creates v1.'));
+      },
+    };
+  }
+
+  /** A name/value form for config vars or secrets; the API's errors at the fields. */
+  function varForm(label, what, valueField, submit) {
+    const button = h('button', {type: 'submit', class: 'secondary'}, what === 'secret' ? 'Set secret' : 'Set');
+    const form = h('form', {novalidate: true, 'aria-label': label},
       h('div', {class: 'form-error'}),
       h('div', {class: 'inline-form'},
-        field('key', 'Name', {id: 'f-secret-key', placeholder: 'DATABASE_URL'}),
-        field('value', 'Value', {id: 'f-secret-value', type: 'password', autocomplete: 'new-password',
-                                 hint: 'write-only: never shown again'}),
-        button));
+        field('key', 'Name', {id: `f-${what}-key`, placeholder: what === 'secret' ? 'DATABASE_URL' : 'LOG_LEVEL'}),
+        valueField, button));
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
       const key = value(form, 'key');
       const input = form.elements.namedItem('value');
       await submitting(button, async () => {
         try {
-          const deploy = await api('PUT', `/v1/apps/${app.name}/secrets`, {[key]: input.value},
-                                   {idempotencyKey: newKey()});
+          await submit(key, input.value);
           clearErrors(form);
           form.reset();
-          accepted(deploy, `Secret ${key} set`);
         } catch (err) {
+          // The API names the variable itself as the field: show that at the name input.
           if (err.details) err.details = err.details.map((d) => (d.loc === key ? {...d, loc: 'key'} : d));
           showErrors(form, err, 'Not set');
         } finally {
-          input.value = ''; // a secret value never lingers in the page
+          if (what === 'secret') input.value = ''; // a secret value never lingers in the page
         }
       });
     });
-    return [error, h('p', {class: 'muted'},
-      secrets.version ? `Vault version ${secrets.version}. ` : '', 'Values are write-only.'), list, form];
+    return form;
+  }
+
+  function unsetButton(label, key, run, error) {
+    const button = h('button', {type: 'button', class: 'danger small', 'aria-label': label,
+                                'data-focus-key': label}, 'Unset');
+    button.addEventListener('click', () => submitting(button, async () => {
+      try { await run(); clear(error); } catch (err) { clear(error).append(describeError(err)); }
+    }));
+    return button;
+  }
+
+  function configSection(name, accepted) {
+    const error = h('div', {class: 'form-error'});
+    const slot = h('div', {});
+    const change = async (changes, what) => {
+      accepted(await api('PATCH', `/v1/apps/${name}/config`, changes, {idempotencyKey: newKey()}), what);
+    };
+    const form = varForm('Set a config var', 'config', field('value', 'Value', {id: 'f-config-value'}),
+      (key, val) => change({[key]: val}, `Set ${key}`));
+    return {
+      el: section('config-h', 'Config vars', error, slot,
+        h('p', {class: 'muted'}, 'Each change makes a new release.'), form),
+      update(result) {
+        if (result.status !== 'fulfilled') {
+          rerender(slot, h('p', {class: 'form-error'}, describeError(result.reason)));
+          return;
+        }
+        const vars = result.value.config;
+        const keys = Object.keys(vars).sort();
+        rerender(slot, keys.length ? h('table', {},
+          h('caption', {class: 'visually-hidden'}, 'Config vars of the current release'),
+          h('thead', {}, h('tr', {}, ['Name', 'Value', ''].map((t) => h('th', {scope: 'col'}, t)))),
+          h('tbody', {}, keys.map((key) => h('tr', {},
+            h('th', {scope: 'row', class: 'mono'}, key), h('td', {class: 'mono'}, vars[key]),
+            h('td', {}, unsetButton(`Unset ${key}`, key, () => change({[key]: null}, `Unset ${key}`), error))))))
+          : h('p', {class: 'empty'}, 'No config vars in the current release.'));
+      },
+    };
+  }
+
+  function secretsSection(name, accepted) {
+    const error = h('div', {class: 'form-error'});
+    const slot = h('div', {});
+    const form = varForm('Set a secret', 'secret',
+      field('value', 'Value (write-only)', {id: 'f-secret-value', type: 'password',
+                                            autocomplete: 'new-password'}),
+      async (key, val) => {
+        accepted(await api('PUT', `/v1/apps/${name}/secrets`, {[key]: val}, {idempotencyKey: newKey()}),
+                 `Secret ${key} set`);
+      });
+    return {
+      el: section('secrets-h', 'Secrets', error, slot, form),
+      update(result) {
+        if (result.status !== 'fulfilled') {
+          rerender(slot, h('p', {class: 'form-error'}, `Secrets unavailable: ${describeError(result.reason)}`));
+          return;
+        }
+        const secrets = result.value;
+        rerender(slot, [h('p', {class: 'muted'},
+          secrets.version ? `Vault version ${secrets.version}. ` : '', 'Values are write-only: never shown.'),
+          secrets.keys.length ? h('table', {},
+            h('caption', {class: 'visually-hidden'}, 'Secret names (values are never shown)'),
+            h('thead', {}, h('tr', {}, ['Name', ''].map((t) => h('th', {scope: 'col'}, t)))),
+            h('tbody', {}, secrets.keys.slice().sort().map((key) => h('tr', {},
+              h('th', {scope: 'row', class: 'mono'}, key),
+              h('td', {}, unsetButton(`Unset secret ${key}`, key, async () => {
+                accepted(await api('DELETE', `/v1/apps/${name}/secrets/${encodeURIComponent(key)}`),
+                         `Unset secret ${key}`);
+              }, error))))))
+            : h('p', {class: 'empty'}, 'No secrets set.')]);
+      },
+    };
   }
 
   // -- start ----------------------------------------------------------------------------
