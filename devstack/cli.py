@@ -153,6 +153,9 @@ def env() -> None:
         "SHAMAN_API_URL": config.api_url,
         "SHAMAN_TOKEN": config.admin_token(),
         "NATS_URL": config.nats_url,
+        # The `nats` CLI reads these: the stack's NATS admin user (docs/nats-permissions.md).
+        "NATS_USER": "admin",
+        "NATS_PASSWORD": config.nats_password("admin"),
         "NOMAD_ADDR": config.nomad_addr,
         "VAULT_ADDR": config.vault_addr,
         "SHAMAN_REGISTRY": config.registry,

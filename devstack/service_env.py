@@ -3,9 +3,12 @@
 One function, used by `shaman dev up` and by the test fixtures alike, so both launch the
 services the same way. The variables (and only these) are the contract with `shared.settings`:
 
-    NATS_URL, NOMAD_ADDR, NOMAD_TOKEN, NOMAD_NAMESPACE, VAULT_ADDR, VAULT_TOKEN,
-    SHAMAN_REGISTRY, SHAMAN_HTTP_ADDR, SHAMAN_LOG_FORMAT, SHAMAN_LOG_LEVEL,
+    NATS_URL, SHAMAN_NATS_USER, SHAMAN_NATS_PASSWORD, NOMAD_ADDR, NOMAD_TOKEN, NOMAD_NAMESPACE,
+    VAULT_ADDR, VAULT_TOKEN, SHAMAN_REGISTRY, SHAMAN_HTTP_ADDR, SHAMAN_LOG_FORMAT, SHAMAN_LOG_LEVEL,
     SHAMAN_ADMIN_TOKEN (api), SHAMAN_BUILDER_STORAGE and CONTAINERS_CONF (builder)
+
+Each service logs in to NATS as its own user (named after the service), held to the
+permissions devstack/nats_permissions.py gives it.
 
 Not here: the rest of the process environment (PATH, HOME, ...), which the launcher inherits.
 """
@@ -26,6 +29,8 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
         raise ValueError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
     env = {
         "NATS_URL": config.nats_url,
+        "SHAMAN_NATS_USER": service,
+        "SHAMAN_NATS_PASSWORD": config.nats_password(service),
         "NOMAD_ADDR": config.nomad_addr,
         "NOMAD_TOKEN": config.nomad_token,
         "NOMAD_NAMESPACE": config.nomad_namespace,

@@ -45,6 +45,8 @@ from devstack.components.nats import NatsServer
 from devstack.components.openbao import OpenBao, OpenBaoDev, write_private
 from devstack.components.registry import Registry
 from devstack.components.service import SERVICES, ShamanService
+from devstack.nats_permissions import USERS as NATS_USERS
+from devstack.nats_permissions import authorization_block
 from devstack.podman import ContainerStorage
 from devstack.ports import free_port
 
@@ -258,6 +260,28 @@ class StackConfig:
         """The api's bootstrap admin token: generated once, kept 0600 in HOME/admin-token."""
         return _token_file(self.admin_token_path)
 
+    @property
+    def nats_passwords_path(self) -> Path:
+        return self.home / "nats-passwords.json"
+
+    def nats_passwords(self) -> dict[str, str]:
+        """Every NATS user's password (devstack/nats_permissions.py USERS): generated once,
+        kept 0600 in HOME/nats-passwords.json; a user added later gets one on first use."""
+        path = self.nats_passwords_path
+        try:
+            saved = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            saved = {}
+        passwords = {
+            user: str(saved.get(user) or secrets.token_urlsafe(24)) for user in NATS_USERS
+        }
+        if passwords != saved:
+            write_private(path, json.dumps(passwords, indent=2) + "\n")
+        return passwords
+
+    def nats_password(self, user: str) -> str:
+        return self.nats_passwords()[user]
+
     def vault_token(self) -> str:
         """The token services use for OpenBao: its root token (local development only)."""
         if "openbao" not in self.components:
@@ -343,7 +367,10 @@ class Stack:
     def _make(self, name: str) -> Component:
         c, home, ports = self.config, self.config.home, self.config.ports
         if name == "nats":
-            return NatsServer(home, ports["nats"], ports["nats_monitor"], host=c.host)
+            return NatsServer(
+                home, ports["nats"], ports["nats_monitor"], host=c.host,
+                authorization=authorization_block(c.nats_passwords()),
+            )
         if name == "openbao":
             if c.openbao_mode == "dev":
                 return OpenBaoDev(home, ports["openbao"], root_token=c.vault_token(), host=c.host)
@@ -387,6 +414,7 @@ class Stack:
         self.config.save()
         # Generated once, here, before threads could race to create the files.
         self.config.admin_token()
+        self.config.nats_passwords()
         if self.config.openbao_mode == "dev":
             self.config.vault_token()
         if "builder" in self.config.components or self.config.runs_localnomad:

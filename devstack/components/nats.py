@@ -5,6 +5,11 @@ so an acknowledged publish is on disk: the same durability setting production us
 `-a/-p` on the command line. Health is the monitoring endpoint's `/healthz` with JetStream
 checked, on a second port.
 
+With `authorization` (an `authorization { users = [...] }` block, which the stack renders
+from devstack/nats_permissions.py) every client must log in as one of those users and is
+held to its permissions; without it (the test fixtures' bare server) anyone may do anything.
+The file holds passwords, so it is written readable by its owner only.
+
 Not here: clustering, accounts, TLS. The devstack runs one node; production's three-node
 cluster is described in compose.yaml.
 """
@@ -17,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from devstack.components.base import Component
+from devstack.components.openbao import write_private
 
 
 def nats_server_binary() -> str:
@@ -32,10 +38,11 @@ class NatsServer(Component):
 
     def __init__(
         self, home: Path, port: int, monitor_port: int, host: str = "127.0.0.1",
-        name: str = "nats",
+        name: str = "nats", authorization: str = "",
     ) -> None:
         super().__init__(name, home, port, host)
         self.monitor_port = monitor_port
+        self.authorization = authorization
 
     @property
     def url(self) -> str:
@@ -51,14 +58,17 @@ class NatsServer(Component):
     def prepare(self) -> None:
         store = self.state_dir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(
-            "# Written by shaman devstack on every start; edit devstack/components/nats.py.\n"
+        write_private(
+            self.config_path,
+            "# Written by shaman devstack on every start; edit devstack/components/nats.py\n"
+            "# (users and permissions: devstack/nats_permissions.py).\n"
             f'server_name: "shaman-{self.name}"\n'
             f'http: "{self.host}:{self.monitor_port}"\n'
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
             "  sync_interval: always\n"
             "}\n"
+            + self.authorization,
         )
 
     def command(self) -> list[str]:

@@ -147,12 +147,15 @@ def test_dev_env_prints_exports_with_a_stable_admin_token(tmp_path: Path) -> Non
         "SHAMAN_API_URL": config.api_url,
         "SHAMAN_TOKEN": config.admin_token(),
         "NATS_URL": config.nats_url,
+        "NATS_USER": "admin",
+        "NATS_PASSWORD": config.nats_password("admin"),
         "NOMAD_ADDR": config.nomad_addr,
         "VAULT_ADDR": config.vault_addr,
         "SHAMAN_REGISTRY": config.registry,
     }
     assert exports() == first
     assert stat.S_IMODE((home / "admin-token").stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "nats-passwords.json").stat().st_mode) == 0o600
 
 
 def test_a_real_nomad_addr_replaces_localnomad(tmp_path: Path) -> None:
@@ -168,6 +171,7 @@ def test_service_env_is_the_settings_contract(tmp_path: Path) -> None:
     common = {
         "NATS_URL", "NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_NAMESPACE", "VAULT_ADDR", "VAULT_TOKEN",
         "SHAMAN_REGISTRY", "SHAMAN_HTTP_ADDR", "SHAMAN_LOG_FORMAT", "SHAMAN_LOG_LEVEL",
+        "SHAMAN_NATS_USER", "SHAMAN_NATS_PASSWORD",
     }
     extra = {"api": {"SHAMAN_ADMIN_TOKEN"},
              "builder": {"SHAMAN_BUILDER_STORAGE", "CONTAINERS_CONF"}}
@@ -177,6 +181,12 @@ def test_service_env_is_the_settings_contract(tmp_path: Path) -> None:
         assert env["SHAMAN_HTTP_ADDR"] == f"127.0.0.1:{config.ports[service]}"
         assert env["NOMAD_NAMESPACE"] == "default"
     assert service_env(config, "api")["SHAMAN_ADMIN_TOKEN"] == config.admin_token()
+    # Each service logs in to NATS as its own user, with its own password.
+    users = {service: service_env(config, service)["SHAMAN_NATS_USER"] for service in SERVICES}
+    assert users == {service: service for service in SERVICES}
+    passwords = {service_env(config, service)["SHAMAN_NATS_PASSWORD"] for service in SERVICES}
+    assert len(passwords) == len(SERVICES)
+    assert service_env(config, "api")["SHAMAN_NATS_PASSWORD"] == config.nats_password("api")
 
 
 @pytest.mark.podman
