@@ -11,7 +11,6 @@ error body, and appends an audit entry for mutating calls. The same table feeds
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -228,7 +227,3 @@ async def json_errors(
                 413: "payload_too_large"}.get(exc.status, "http_error")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, code, exc.reason, headers=headers)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))

@@ -65,7 +65,6 @@ class StreamTail:
         self._last_activity = time.monotonic()
         self._needs_reset = asyncio.Event()
         self._tasks = BackgroundTasks(f"stream-tail:{name}")
-        self._lock = asyncio.Lock()
 
     async def start(self, after_seq: int | None = None) -> None:
         """Follow messages with a sequence above `after_seq` (None: only new ones)."""
