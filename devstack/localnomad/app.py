@@ -59,8 +59,9 @@ def create_app(settings: Settings) -> web.Application:
     else:
         data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    app = web.Application(middlewares=[fault_injection, nomad_errors],
-                          client_max_size=settings.max_body_bytes)
+    # Fault injection is part of the control surface: without it, no middleware either.
+    middlewares = [fault_injection, nomad_errors] if settings.control else [nomad_errors]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[HEARTBEAT_KEY] = settings.heartbeat_s
     add_routes(app)
     if settings.control:
