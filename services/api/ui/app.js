@@ -267,6 +267,10 @@
           const response = await fetch(this.url, {headers, cache: 'no-store',
                                                   signal: this.controller.signal});
           if (response.status === 401) { signOut('Your token is no longer valid.'); return; }
+          if (response.status >= 400 && response.status < 500 && response.status !== 429) {
+            this.onState('failed'); // retrying cannot help (the app is gone, the token may not see it)
+            return;
+          }
           if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
           failures = 0;
           this.onState('live');
@@ -526,13 +530,8 @@
       });
       if (!alive) return;
       status.textContent = apps.length ? `${apps.length} app${apps.length === 1 ? '' : 's'}` : '';
-      clear(tableSlot);
-      if (!apps.length) {
-        append(tableSlot, [h('p', {class: 'empty'}, 'No apps yet. '),
-          h('a', {href: '#/new'}, 'Create your first app')]);
-        return;
-      }
-      append(tableSlot, [appTable(apps, latest)]);
+      rerender(tableSlot, apps.length ? appTable(apps, latest)
+        : h('p', {class: 'empty'}, 'No apps yet. ', h('a', {href: '#/new'}, 'Create your first app')));
     };
     await refresh();
     const timer = setInterval(() => { if (!document.hidden) refresh(); }, 10000);
@@ -543,7 +542,7 @@
     const rows = apps.map((app, i) => {
       const last = latest[i];
       return h('tr', {'data-app': app.name},
-        h('td', {}, h('a', {href: `#/apps/${app.name}`}, app.name)),
+        h('td', {}, h('a', {href: `#/apps/${app.name}`, 'data-focus-key': `app-${app.name}`}, app.name)),
         h('td', {}, app.team),
         h('td', {}, badge(app.state)),
         h('td', {}, app.current_release ? `v${app.current_release}` : h('span', {class: 'empty'}, 'none')),
@@ -756,6 +755,7 @@
     }
 
     logLines(lines) {
+      if (this.log.hidden && !TERMINAL.has(this.status)) this.log.open = true; // a build, live
       this.log.hidden = false;
       const MAX = 400;
       this.lines += lines.length;
@@ -821,8 +821,15 @@
       return card;
     }
 
-    // Newest first (deploy ids sort by creation time); app-wide events on top.
+    // Newest first (deploy ids sort by creation time); app-wide events on top. The oldest
+    // finished cards go beyond MAX_CARDS, so a long session stays fast.
     insert(card) {
+      const MAX_CARDS = 30;
+      if (this.cards.size > MAX_CARDS) {
+        const oldest = [...this.cards.values()].filter((c) => c.id && c !== card && TERMINAL.has(c.status))
+          .sort((a, b) => (a.id < b.id ? -1 : 1))[0];
+        if (oldest) { oldest.el.remove(); this.cards.delete(oldest.id); }
+      }
       if (!card.id) { this.list.prepend(card.el); return; }
       for (const other of this.list.children) {
         const otherId = other.getAttribute('data-deploy-id');
@@ -959,8 +966,8 @@
     entry.timeline.onChange = onChange;
     const showState = (state) => {
       stateEl.setAttribute('data-state', state);
-      stateEl.textContent = {live: 'Live', reconnecting: 'Reconnecting…',
-                             connecting: 'Connecting…'}[state] || state;
+      stateEl.textContent = {live: 'Live', reconnecting: 'Reconnecting…', connecting: 'Connecting…',
+                             failed: 'Not live: reload the page to retry'}[state] || state;
     };
     showState('connecting');
     entry.stream = new EventStream(`/v1/events?app=${encodeURIComponent(app)}`,
