@@ -1373,6 +1373,11 @@
 
   // -- start ----------------------------------------------------------------------------
 
+  // The skip link must not change the hash: the hash is the page's route.
+  document.querySelector('.skip-link').addEventListener('click', (event) => {
+    event.preventDefault();
+    main().focus();
+  });
   document.getElementById('sign-out').addEventListener('click', () => {
     signOut('Signed out.');
     location.hash = '#/';
