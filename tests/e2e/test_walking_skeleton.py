@@ -60,6 +60,12 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 120.0) -> A
         time.sleep(0.1)
 
 
+async def admin_nats(stack: ShamanStack) -> nats.aio.client.Client:
+    """The devstack's NATS requires a login: the tests act as its operator user."""
+    return await nats.connect(stack.nats_url, user="admin",
+                              password=stack.config.nats_password("admin"))
+
+
 def nomad(stack: ShamanStack, path: str) -> Any:
     with urllib.request.urlopen(f"{stack.nomad_addr}{path}", timeout=10) as response:
         return json.loads(response.read())
@@ -100,7 +106,7 @@ def deploy_and_wait(stack: ShamanStack, image: str) -> dict[str, Any]:
 
 async def timeline(stack: ShamanStack, deploy_id: str) -> list[dict[str, Any]]:
     """Every event of one deploy, read back from the SHAMAN_EVENTS stream."""
-    nc = await nats.connect(stack.nats_url)
+    nc = await admin_nats(stack)
     try:
         js = nc.jetstream()
         sub = await js.subscribe(subjects.app_events_filter(APP), ordered_consumer=True)
@@ -172,7 +178,7 @@ def test_a_duplicated_deploy_message_creates_nothing_twice(
     assert latest["status"] == "healthy"
 
     async def republish() -> None:
-        nc = await nats.connect(shaman_stack.nats_url)
+        nc = await admin_nats(shaman_stack)
         try:
             js = nc.jetstream()
             command = BuildRequested(deploy_id=latest["id"], app=APP,
@@ -187,7 +193,7 @@ def test_a_duplicated_deploy_message_creates_nothing_twice(
 
     def work_queues_empty() -> bool:
         async def check() -> bool:
-            nc = await nats.connect(shaman_stack.nats_url)
+            nc = await admin_nats(shaman_stack)
             try:
                 js = nc.jetstream()
                 build = await js.stream_info(subjects.STREAM_BUILD_WORK)
