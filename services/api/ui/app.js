@@ -344,6 +344,8 @@
     for (const item of details) {
       const target = locate(form, String(item.loc || ''));
       if (!target) { unplaced.push(item); continue; }
+      const folded = target.closest('details');
+      if (folded) folded.open = true; // an error in a folded section must be seen
       const slot = target.querySelector(':scope > .field-error');
       slot.textContent = slot.textContent ? `${slot.textContent}; ${item.msg}` : item.msg;
       const input = target.querySelector(':scope > input, :scope > select');
