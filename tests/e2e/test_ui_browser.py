@@ -25,14 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from devstack.components.base import http_request
 from devstack.images import build, push
 from tests.conftest import ShamanStack
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
-Page = playwright_sync.Page
-expect = playwright_sync.expect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.podman]
 
@@ -90,7 +87,7 @@ def page() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is not installed (scripts/install.sh installs it)")
     errors: list[str] = []
-    with playwright_sync.sync_playwright() as pw, tempfile.TemporaryDirectory(
+    with sync_playwright() as pw, tempfile.TemporaryDirectory(
         prefix="shaman-chromium-"
     ) as profile:
         context = pw.chromium.launch_persistent_context(
