@@ -88,7 +88,9 @@ class LocalNomad(Component):
         if self.vault_addr:
             command += ["--vault-addr", self.vault_addr]
         if self.vault_token:
-            command += ["--vault-token", self.vault_token]
+            # One argument: a generated token may start with "-", which argparse would
+            # take for an option of its own (1 start in 64 failed that way).
+            command.append(f"--vault-token={self.vault_token}")
         return command
 
     def probe(self) -> bool:
