@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgspec
@@ -42,6 +43,30 @@ UNAVAILABLE = (
     ConnectionError,
     OSError,
 )
+
+
+ERROR_LOG_INTERVAL_S = 10.0
+
+
+class _ErrorLogThrottle:
+    """Lets one log line through per interval; counts the ones it holds back."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.last: float | None = None
+        self.held = 0
+
+    def should_log(self) -> int | None:
+        """None to stay quiet, else how many were held back since the last line."""
+        now = time.monotonic()
+        if self.last is not None and now - self.last < self.interval_s:
+            self.held += 1
+            return None
+        held, self.held, self.last = self.held, 0, now
+        return held
+
+    def reset(self) -> None:
+        self.last, self.held = None, 0
 
 
 class Bus:
@@ -110,8 +135,19 @@ async def connect_bus(settings: CommonSettings, name: str, **options: Any) -> Bu
     async def on_reconnect() -> None:
         log.info("nats reconnected", client=name)
 
+    # While NATS is down the client reports a failed reconnect every
+    # reconnect_time_wait (~4 per second): log the first of a run and then at most
+    # one line per ERROR_LOG_INTERVAL_S, with how many were folded in.
+    errors = _ErrorLogThrottle(ERROR_LOG_INTERVAL_S)
+
     async def on_error(exc: Exception) -> None:
-        log.warning("nats error", client=name, error=repr(exc))
+        folded = errors.should_log()
+        if folded is not None:
+            log.warning("nats error", client=name, error=repr(exc), similar_since_last=folded)
+
+    async def on_reconnect_reset() -> None:
+        errors.reset()
+        await on_reconnect()
 
     kwargs: dict[str, Any] = {
         "servers": [s.strip() for s in settings.nats_url.split(",")],
@@ -121,7 +157,7 @@ async def connect_bus(settings: CommonSettings, name: str, **options: Any) -> Bu
         "connect_timeout": 2,
         "allow_reconnect": True,
         "disconnected_cb": on_disconnect,
-        "reconnected_cb": on_reconnect,
+        "reconnected_cb": on_reconnect_reset,
         "error_cb": on_error,
     }
     if settings.nats_user:
