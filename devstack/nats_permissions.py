@@ -153,13 +153,10 @@ def max_deliveries_advisory(stream: str, durable: str) -> str:
 
 
 def _work_consumer(stream: str, durable: str) -> tuple[list[str], list[str]]:
-    """shared.bus.WorkConsumer: create/bind the durable, fetch, ack/nak/term, and on the
-    MAX_DELIVERIES advisory read the message, dead-letter it and delete it."""
+    """shared.bus.WorkConsumer: create the durable, fetch, ack/nak/term/in-progress,
+    dead-letter; on the MAX_DELIVERIES advisory read the message and delete it."""
     publish = [
         f"{JS_API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
-        f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}",
-        f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}.>",
-        f"{JS_API}.CONSUMER.INFO.{stream}.{durable}",
         f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
         f"{JS_ACK}.{stream}.{durable}.>",
         f"{JS_API}.STREAM.MSG.GET.{stream}",
@@ -170,12 +167,12 @@ def _work_consumer(stream: str, durable: str) -> tuple[list[str], list[str]]:
 
 
 def _stream_reader(stream: str) -> list[str]:
-    """Ephemeral consumers (push with flow control, or pull), their info and deletion."""
+    """The stream's last sequence, ephemeral consumers (an unnamed push consumer with flow
+    control for live tails, a named pull consumer for replays), fetching, deleting them."""
     return [
         f"{JS_API}.STREAM.INFO.{stream}",
         f"{JS_API}.CONSUMER.CREATE.{stream}",
         f"{JS_API}.CONSUMER.CREATE.{stream}.>",
-        f"{JS_API}.CONSUMER.INFO.{stream}.>",
         f"{JS_API}.CONSUMER.DELETE.{stream}.>",
         f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.>",
         f"{JS_FLOW_CONTROL}.{stream}.>",
@@ -183,29 +180,24 @@ def _stream_reader(stream: str) -> list[str]:
 
 
 def _kv_read(bucket: str) -> list[str]:
-    """Open the bucket and list keys (STREAM.INFO), get values (direct gets)."""
+    """Open the bucket and list keys (STREAM.INFO), get a key's value (a direct get by
+    subject: the buckets are provisioned with direct gets on)."""
     stream = KV_STREAM.format(bucket=bucket)
     return [
         f"{JS_API}.STREAM.INFO.{stream}",
-        f"{JS_API}.DIRECT.GET.{stream}",
         f"{JS_API}.DIRECT.GET.{stream}.>",
-        f"{JS_API}.STREAM.MSG.GET.{stream}",
     ]
 
 
 def _object_read(bucket: str) -> list[str]:
-    """Object info (last meta message), then the chunks through an ordered consumer, whose
-    stream nats-py looks up by subject (STREAM.NAMES)."""
+    """Object info (the last meta message), then the chunks through an unnamed ordered
+    push consumer (with flow control), whose stream nats-py looks up by subject."""
     stream = OBJECT_STREAM.format(bucket=bucket)
     return [
         f"{JS_API}.STREAM.INFO.{stream}",
         f"{JS_API}.STREAM.NAMES",
         f"{JS_API}.STREAM.MSG.GET.{stream}",
-        f"{JS_API}.DIRECT.GET.{stream}",
-        f"{JS_API}.DIRECT.GET.{stream}.>",
         f"{JS_API}.CONSUMER.CREATE.{stream}",
-        f"{JS_API}.CONSUMER.CREATE.{stream}.>",
-        f"{JS_API}.CONSUMER.DELETE.{stream}.>",
         f"{JS_FLOW_CONTROL}.{stream}.>",
     ]
 
