@@ -21,7 +21,6 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from services.builder.buildah import BuildahStorage
 from services.builder.credentials import CredentialStore
 from services.builder.pipeline import ImagePipeline
 from services.builder.registry import RegistryClient
@@ -29,6 +28,7 @@ from services.builder.retention import ImageRetention
 from services.builder.worker import BuildWorker
 from shared import subjects
 from shared.bus import Bus, ConsumerSpec, TypedKV, WorkConsumer, connect_bus, provision
+from shared.containers import ContainerStorage
 from shared.logging import get_logger
 from shared.records import AppRecord, DeployRecord, ReleaseRecord
 from shared.service import serve_health
@@ -93,7 +93,7 @@ async def create_app(settings: BuilderSettings) -> AsyncIterator[BuilderApp]:
 
         session = await stack.enter_async_context(aiohttp.ClientSession())
         registry = RegistryClient(session, settings.insecure_registries.split(","))
-        storage = BuildahStorage(storage_base(settings)).prepare()
+        storage = ContainerStorage(storage_base(settings)).prepare()
         pipeline = ImagePipeline(settings, storage, registry, CredentialStore(settings), sources)
         worker = BuildWorker(settings, bus, deploys, apps, build_logs, pipeline)
         retention = ImageRetention(settings.registry, registry, apps, releases, deploys,

@@ -1,11 +1,11 @@
 """buildah command lines for this builder, and reading its output for the failing step.
 
-`BuildahStorage` is the builder's own containers storage: `--root/--runroot/--storage-driver`
-and a containers.conf without default ulimits (these VMs cannot raise limits; see the
-handbook's environment.md). It mirrors devstack's ContainerStorage because services may not
-import devstack. Every build runs with `--isolation chroot` (no daemon, no runtime needed),
-`--layers` (cache reused across builds of an app) and `--timestamp 0` (same input, same
-image digest: a redelivered build pushes the same thing under the same name).
+The builder's containers storage is shared.containers.ContainerStorage: `--root/--runroot/
+--storage-driver` and a containers.conf without default ulimits (these VMs cannot raise
+limits; see the handbook's environment.md). Every build runs with `--isolation chroot`
+(no daemon, no runtime needed), `--layers` (cache reused across builds of an app) and
+`--timestamp 0` (same input, same image digest: a redelivered build pushes the same thing
+under the same name).
 
 `StepTracker` follows buildah's `STEP n/m: INSTRUCTION` lines so a failure names its step.
 This module builds argv lists and parses text; it runs nothing.
@@ -13,59 +13,28 @@ This module builds argv lists and parses text; it runs nothing.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-CONTAINERS_CONF = "[containers]\ndefault_ulimits = []\n"
+from shared.containers import ContainerStorage
+
+# The builder's children never inherit Vault or Nomad credentials.
+CREDENTIAL_PREFIXES = ("VAULT_", "NOMAD_")
 
 
-@dataclass(frozen=True)
-class BuildahStorage:
-    base: Path
-    driver: str = "overlay"
-
-    @property
-    def root(self) -> Path:
-        return self.base / "root"
-
-    @property
-    def runroot(self) -> Path:
-        return self.base / "run"
-
-    @property
-    def conf_file(self) -> Path:
-        return self.base / "containers.conf"
-
-    def prepare(self) -> BuildahStorage:
-        """Create the directories and containers.conf; safe to call again."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.runroot.mkdir(parents=True, exist_ok=True)
-        if not self.conf_file.exists() or self.conf_file.read_text() != CONTAINERS_CONF:
-            tmp = self.conf_file.with_suffix(".tmp")
-            tmp.write_text(CONTAINERS_CONF)
-            tmp.replace(self.conf_file)
-        return self
-
-    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        # The builder's own environment minus credentials it must not pass on.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "NOMAD_"))}
-        env["CONTAINERS_CONF"] = str(self.conf_file)
-        env["BUILDAH_ISOLATION"] = "chroot"
-        env.update(extra or {})
-        return env
-
-    def command(self, *args: str) -> list[str]:
-        return [
-            "buildah", "--root", str(self.root), "--runroot", str(self.runroot),
-            "--storage-driver", self.driver, *args,
-        ]
+def builder_env(
+    storage: ContainerStorage, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of buildah and git: the builder's own, minus credentials."""
+    env = storage.env(drop_prefixes=CREDENTIAL_PREFIXES)
+    env["BUILDAH_ISOLATION"] = "chroot"
+    env.update(extra or {})
+    return env
 
 
 def build_command(
-    storage: BuildahStorage,
+    storage: ContainerStorage,
     *,
     context: Path,
     containerfile: Path,
@@ -84,11 +53,11 @@ def build_command(
     for key, value in build_args.items():
         args += ["--build-arg", f"{key}={value}"]
     args.append(str(context))
-    return storage.command(*args)
+    return storage.buildah(*args)
 
 
 def push_command(
-    storage: BuildahStorage,
+    storage: ContainerStorage,
     *,
     tag: str,
     digestfile: Path,
@@ -100,7 +69,7 @@ def push_command(
     if authfile is not None:
         args += ["--authfile", str(authfile)]
     args += [tag, f"docker://{tag}"]
-    return storage.command(*args)
+    return storage.buildah(*args)
 
 
 _STEP = re.compile(r"^(?:\[(\d+)/(\d+)\] )?STEP (\d+)/(\d+): (.*)$")

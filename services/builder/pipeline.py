@@ -26,9 +26,9 @@ from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from services.builder.buildah import (
-    BuildahStorage,
     StepTracker,
     build_command,
+    builder_env,
     find_containerfile,
     push_command,
 )
@@ -45,6 +45,7 @@ from services.builder.sources import (
     verify_upload,
 )
 from shared.commands import BuildRequested, GitSource, ImageSource, UploadSource
+from shared.containers import ContainerStorage
 from shared.errors import BackendUnavailable, PermanentError
 from shared.logging import get_logger
 from shared.records import AppSpec
@@ -87,7 +88,7 @@ class ImagePipeline:
     def __init__(
         self,
         settings: BuilderSettings,
-        storage: BuildahStorage,
+        storage: ContainerStorage,
         registry: RegistryClient,
         credentials: CredentialStore,
         sources: ObjectStore,
@@ -111,7 +112,7 @@ class ImagePipeline:
             if credential is not None:
                 log.scrubber.add_credential(credential.username, credential.password)
             commit = await fetch_git(
-                source.git, context, on_line=log.line, env=self.storage.env(),
+                source.git, context, on_line=log.line, env=builder_env(self.storage),
                 credential=credential, allow_file=self.settings.allow_file_git_urls,
             )
             tag_id, description = commit[:TAG_LENGTH], f"Deploy {commit[:7]}"
@@ -175,7 +176,7 @@ class ImagePipeline:
             log.scrubber.add_credential(credential.username, credential.password)
             authfile = write_authfile(workdir / "auth.json", registry, credential)
         self.storage.prepare()
-        env = self.storage.env()
+        env = builder_env(self.storage)
         steps = StepTracker()
 
         def on_build_line(line: str) -> None:
@@ -216,8 +217,8 @@ class ImagePipeline:
         Only safe while no build runs on this storage; a builder copy owns its storage.
         """
         try:
-            code = await run_streaming(self.storage.command("rm", "--all"), lambda _line: None,
-                                       env=self.storage.env())
+            code = await run_streaming(self.storage.buildah("rm", "--all"), lambda _line: None,
+                                       env=builder_env(self.storage))
         except CommandNotFound:
             return
         if code != 0:

@@ -21,7 +21,6 @@ from devstack.podman import ContainerStorage
 from devstack.ports import free_port
 from devstack.seed import ensure_busybox
 from services.builder.app import BuilderApp, create_app
-from services.builder.buildah import BuildahStorage
 from shared import subjects
 from shared.bus import Bus, connect_bus, provision
 from shared.settings import BuilderSettings
@@ -46,8 +45,8 @@ def seeded_registry(
 
 def remove_working_containers(base: Path) -> None:
     """Unmount what killed builds left, so pytest can delete the temp directory."""
-    storage = BuildahStorage(base)
-    subprocess.run(storage.command("rm", "--all"), env=storage.env(), capture_output=True,
+    storage = ContainerStorage(base)
+    subprocess.run(storage.buildah("rm", "--all"), env=storage.env(), capture_output=True,
                    check=False, timeout=120)
 
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from services.builder.buildah import (
-    BuildahStorage,
     StepTracker,
     build_command,
+    builder_env,
     find_containerfile,
     push_command,
 )
+from shared.containers import ContainerStorage
 
 
 def test_build_and_push_commands_use_our_storage_and_flags(tmp_path: Path) -> None:
-    storage = BuildahStorage(tmp_path)
+    storage = ContainerStorage(tmp_path)
     argv = build_command(storage, context=tmp_path / "src", containerfile=tmp_path / "src/C",
                          tag="r:5000/app:abc", build_args={"REGISTRY": "r:5000"},
                          tls_verify=False)
@@ -28,12 +31,16 @@ def test_build_and_push_commands_use_our_storage_and_flags(tmp_path: Path) -> No
     assert "--tls-verify=true" in push and "--digestfile" in push
 
 
-def test_storage_env_points_at_its_containers_conf(tmp_path: Path) -> None:
-    storage = BuildahStorage(tmp_path).prepare()
-    env = storage.env()
+def test_builder_env_points_at_its_containers_conf_without_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", "s.not-for-children")
+    monkeypatch.setenv("NOMAD_TOKEN", "not-for-children")
+    storage = ContainerStorage(tmp_path).prepare()
+    env = builder_env(storage)
     assert env["CONTAINERS_CONF"] == str(tmp_path / "containers.conf")
     assert "default_ulimits = []" in (tmp_path / "containers.conf").read_text()
-    assert not any(key.startswith("VAULT_") for key in env)
+    assert not any(key.startswith(("VAULT_", "NOMAD_")) for key in env)
 
 
 def test_step_tracker_names_the_failing_step() -> None:
