@@ -250,11 +250,15 @@ def _e2e_figures(e: Any) -> list[Figure]:
     out = []
     cp = e["control_plane"]
     pipeline = "same hops, no logic: accept → JetStream → resolve digest → JetStream → register"
+    stages = cp.get("stages_ms_median") or {}
+    where = "; medians between the services' log lines: " + ", ".join(
+        f"{k} {v:g} ms" for k, v in stages.items()) if stages else ""
     for q in ("p50", "p99"):
         out.append(Figure(f"e2e.deploy_to_registered_{q}_ms",
                           f"POST /deploys (image) → job registered in Nomad, {q}", "ms",
                           cp["shaman_ms"][q], cp["floor_ms"][q], pipeline,
-                          note=f"n={cp['shaman_ms']['n']} each, interleaved; simulated runtime"))
+                          note=f"n={cp['shaman_ms']['n']} each, interleaved; simulated runtime"
+                               + (where if q == "p50" else "")))
     b = e["burst"]
     out.append(Figure("e2e.burst_deploys_per_s",
                       f"burst: {b['apps']} apps deployed at once ({b['concurrency']} in flight),"

@@ -29,11 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import os
 import random
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -194,6 +198,42 @@ async def control_plane(c: Clients, events: JobEvents, image: str, samples: int,
             (shaman if side == "shaman" else floor).append((done - started) * 1000)
     return {"shaman_ms": summary(shaman), "floor_ms": summary(floor),
             "samples_ms": {"shaman": shaman, "floor": floor}}
+
+
+STAGES = (("api", "deploy accepted"), ("builder", "build started"),
+          ("builder", "build succeeded"), ("scheduler", "release created"),
+          ("scheduler", "rollout submitted"))
+
+
+def stage_breakdown(logs: Path, apps: set[str]) -> dict[str, float]:
+    """Median ms between the services' log lines of each deploy: where the time goes.
+
+    The services log these steps (JSON lines, one clock) as they pass them; the gaps are
+    the hops between them (JetStream delivery, the next service's work).
+    """
+    seen: dict[str, dict[str, datetime]] = {}
+    for service in {svc for svc, _ in STAGES}:
+        path = logs / f"{service}.log"
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            app, event = record.get("app"), record.get("event")
+            if app in apps and (service, event) in STAGES:
+                at = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
+                seen.setdefault(app, {}).setdefault(event, at)
+    out: dict[str, float] = {}
+    for (_, first), (_, second) in itertools.pairwise(STAGES):
+        gaps = [(marks[second] - marks[first]).total_seconds() * 1000
+                for marks in seen.values() if first in marks and second in marks]
+        if gaps:
+            out[f"{first} -> {second}"] = round(statistics.median(gaps), 1)
+    return out
 
 
 # -- 3. a burst ------------------------------------------------------------------------------------
@@ -379,7 +419,10 @@ async def measure(stack: Stack, work: Path, quick: bool) -> dict[str, Any]:
             out["rss_idle_mb"] = {name: rss_mb(pid) for name, pid in procs.items()}
             out["rss_floor_mb"] = await asyncio.to_thread(bare_python_rss_mb)
             note("control plane", t0)
-            out["control_plane"] = await control_plane(c, events, image, 5 if quick else 30, "")
+            samples = 5 if quick else 30
+            out["control_plane"] = await control_plane(c, events, image, samples, "")
+            out["control_plane"]["stages_ms_median"] = stage_breakdown(
+                config.home / "logs", {f"cp-{i}" for i in range(samples)})
             note("burst", t0)
             apps, concurrency = (10, 5) if quick else (100, 20)
             with RssSampler(procs) as sampler:
