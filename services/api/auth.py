@@ -26,12 +26,10 @@ from typing import Literal
 import msgspec
 
 from services.api.http_errors import Forbidden, Unauthorized
-from services.api.kv_listing import kv_keys, kv_values
 from shared.bus.connection import Bus
 from shared.bus.kv import TypedKV
 from shared.errors import ConflictError, NotFoundError
 from shared.events.base import now
-from shared.subjects import KV_TOKENS
 
 Role = Literal["admin", "deployer", "viewer"]
 ALL_TEAMS = "*"
@@ -158,14 +156,14 @@ class TokenStore:
         return token, record
 
     async def list(self) -> list[TokenRecord]:
-        entries = await kv_values(self.bus, self.kv, KV_TOKENS)
+        entries = await self.kv.values()
         return sorted((e.value for e in entries), key=lambda r: r.created_at)
 
     async def revoke(self, token_id: str) -> TokenRecord:
         if not token_id.startswith("tok_") or len(token_id) != 20:
             raise NotFoundError(f"token {token_id} does not exist")
         prefix = token_id[4:]
-        for key in await kv_keys(self.bus, KV_TOKENS):
+        for key in await self.kv.keys():
             if key.startswith(prefix):
                 entry = await self.kv.get(key)
                 if entry is not None:

@@ -20,7 +20,6 @@ from services.api.context import ApiContext
 from services.api.http_errors import TooManyBuilds, field_error
 from services.api.image_ref import parse_image_reference, registry_of
 from services.api.intake import Accepted, DeploySpec, Work
-from services.api.kv_listing import kv_values
 from services.api.models import DeployIn
 from shared.bus.connection import UNAVAILABLE
 from shared.commands import BuildRequested, GitSource, ImageSource, Source, UploadSource
@@ -28,7 +27,7 @@ from shared.errors import BackendUnavailable
 from shared.events.deploy import GitRef
 from shared.records import AppRecord
 from shared.settings import ApiSettings
-from shared.subjects import KV_APPS, build_work_subject
+from shared.subjects import build_work_subject
 
 IN_FLIGHT = frozenset({"pending", "building"})
 BUILD_CAP_RETRY_S = 10.0
@@ -106,7 +105,7 @@ async def check_team_build_cap(ctx: ApiContext, app: AppRecord) -> None:
     if cap <= 0:
         return
     team = app.spec.team
-    others = [e.value.latest_deploy_id for e in await kv_values(ctx.bus, ctx.apps, KV_APPS)
+    others = [e.value.latest_deploy_id for e in await ctx.apps.values()
               if e.value.spec.team == team and e.value.spec.name != app.spec.name
               and e.value.state != "destroyed" and e.value.latest_deploy_id]
     entries = await asyncio.gather(*(ctx.deploys.get(i) for i in others if i))

@@ -10,7 +10,6 @@ from services.api.auth import Principal
 from services.api.http_errors import AlreadyExists, Forbidden, field_error
 from services.api.idempotency import fingerprint
 from services.api.intake import DeploySpec, Work
-from services.api.kv_listing import kv_keys, kv_values
 from services.api.models import AppChanged, AppCreate, AppDeleted, AppList, AppPatch, AppView
 from services.api.routing import Call, RouteSpec, json_response
 from services.api.source_deploys import check_registry
@@ -27,7 +26,7 @@ from shared.records import (
     RolloutPolicy,
     release_key,
 )
-from shared.subjects import KV_APPS, KV_DEPLOYS, KV_RELEASES, release_work_subject
+from shared.subjects import release_work_subject
 
 log = get_logger(__name__)
 
@@ -80,7 +79,7 @@ async def create_app_route(call: Call) -> web.StreamResponse:
 
 
 async def list_apps(call: Call) -> web.StreamResponse:
-    entries = await kv_values(call.ctx.bus, call.ctx.apps, KV_APPS)
+    entries = await call.ctx.apps.values()
     visible = [app_view(e.value) for e in entries
                if e.value.state != "destroyed" and call.principal.covers(e.value.spec.team)]
     visible.sort(key=lambda a: a.name)
@@ -215,9 +214,9 @@ async def delete_app(call: Call) -> web.StreamResponse:
 async def _remove_records(call: Call, app: str) -> None:
     """Releases and deploys go; a new app of the same name starts at v1 again."""
     ctx = call.ctx
-    for key in await kv_keys(ctx.bus, KV_RELEASES, app):
+    for key in await ctx.releases.keys(app):
         await ctx.releases.delete(key)
-    deploy_ids = [e.key for e in await kv_values(ctx.bus, ctx.deploys, KV_DEPLOYS)
+    deploy_ids = [e.key for e in await ctx.deploys.values()
                   if e.value.app == app]
     await asyncio.gather(*(ctx.deploys.delete(k) for k in deploy_ids))
 

@@ -10,7 +10,6 @@ from aiohttp import web
 
 from services.api.http_errors import UnsupportedMediaType, field_error
 from services.api.idempotency import fingerprint
-from services.api.kv_listing import kv_keys
 from services.api.models import DeployIn, DeployList, DeployView
 from services.api.routing import Call, RouteSpec, json_response, parse_json
 from services.api.source_deploys import Upload, submit_source_deploy
@@ -18,7 +17,6 @@ from services.api.views import deploy_view
 from shared.bus.connection import UNAVAILABLE
 from shared.errors import BackendUnavailable, NotFoundError
 from shared.records import DeployRecord
-from shared.subjects import KV_DEPLOYS
 
 UPLOAD_TYPES = frozenset({"application/gzip", "application/x-tar+gzip", "application/x-gzip"})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -82,7 +80,7 @@ async def create_deploy(call: Call) -> web.StreamResponse:
 
 async def app_deploys(call: Call, app: str, limit: int) -> list[DeployRecord]:
     """The app's newest deploys first; ids sort by creation time."""
-    keys = sorted(await kv_keys(call.ctx.bus, KV_DEPLOYS), reverse=True)
+    keys = sorted(await call.ctx.deploys.keys(), reverse=True)
     out: list[DeployRecord] = []
     batch = 64
     for start in range(0, len(keys), batch):

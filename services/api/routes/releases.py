@@ -8,7 +8,6 @@ from aiohttp import web
 from services.api.http_errors import field_error
 from services.api.idempotency import fingerprint
 from services.api.intake import DeploySpec, Work
-from services.api.kv_listing import kv_values
 from services.api.models import (
     DeployView,
     ReleaseList,
@@ -23,15 +22,14 @@ from services.api.views import deploy_view, release_view
 from shared.commands import Rollback, Scale
 from shared.errors import NotFoundError
 from shared.records import AppRecord, release_key
-from shared.subjects import KV_RELEASES, release_work_subject
+from shared.subjects import release_work_subject
 
 IDEMPOTENCY = ((IDEMPOTENCY_HEADER, "repeat the request safely for 24 h"),)
 
 
 async def list_releases(call: Call) -> web.StreamResponse:
     entry = await call.load_app()
-    entries = await kv_values(call.ctx.bus, call.ctx.releases, KV_RELEASES,
-                              entry.value.spec.name)
+    entries = await call.ctx.releases.values(entry.value.spec.name)
     records = [e.value for e in entries]
     records.sort(key=lambda r: r.version, reverse=True)
     return json_response(ReleaseList(releases=[release_view(r) for r in records]))

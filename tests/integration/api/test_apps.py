@@ -6,12 +6,8 @@ from typing import Any
 
 import pytest
 
-from services.api.kv_listing import kv_values
 from shared.records import AppRecord
 from shared.subjects import (
-    KV_APPS,
-    KV_DEPLOYS,
-    KV_RELEASES,
     STREAM_RELEASE_WORK,
     release_work_subject,
 )
@@ -20,7 +16,7 @@ from tests.integration.api.helpers import stream_messages, uniq
 
 
 async def app_keys(api: Api) -> set[str]:
-    return {e.key for e in await kv_values(api.service.ctx.bus, api.service.ctx.apps, KV_APPS)}
+    return {e.key for e in await api.service.ctx.apps.values()}
 
 
 async def error_of(resp: Any) -> dict[str, Any]:
@@ -225,8 +221,8 @@ async def test_delete_marks_destroyed_asks_scheduler_and_removes_records(api: Ap
     ctx = api.service.ctx
     tombstone = await ctx.apps.get(name)
     assert tombstone is not None and tombstone.value.state == "destroyed"
-    assert await kv_values(ctx.bus, ctx.releases, KV_RELEASES, name) == []
-    assert [e for e in await kv_values(ctx.bus, ctx.deploys, KV_DEPLOYS)
+    assert await ctx.releases.values(name) == []
+    assert [e for e in await ctx.deploys.values()
             if e.value.app == name] == []
     msgs = await stream_messages(api.nc.jetstream(), STREAM_RELEASE_WORK,
                                  release_work_subject(name))

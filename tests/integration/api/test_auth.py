@@ -8,8 +8,7 @@ import aiohttp
 import pytest
 
 from services.api.app import create_app
-from services.api.kv_listing import kv_values
-from shared.subjects import KV_TOKENS, STREAM_AUDIT
+from shared.subjects import STREAM_AUDIT
 from tests.integration.api.conftest import ADMIN_TOKEN, Api, api_settings
 from tests.integration.api.helpers import stream_messages, uniq, wait_for
 
@@ -148,7 +147,7 @@ async def test_token_lifecycle_secret_shown_once_and_revocation_is_immediate(
     assert secret not in str(listed)
     # only the hash is stored
     ctx = api.service.ctx
-    stored = await kv_values(ctx.bus, ctx.tokens.kv, KV_TOKENS)
+    stored = await ctx.tokens.kv.values()
     assert all(secret not in str(e.value) and secret != e.key for e in stored)
     async with api.client(secret) as http:
         status, _ = await call(http, "GET", f"/v1/apps/{app}", None)

@@ -11,11 +11,9 @@ from typing import Any
 import pytest
 
 from services.api.app import create_app
-from services.api.kv_listing import kv_values
 from shared.commands import BuildRequested, GitSource, UploadSource, build_decoder
 from shared.records import DeployRecord, transition
 from shared.subjects import (
-    KV_DEPLOYS,
     OBJECT_STORE_BUILD_LOGS,
     STREAM_BUILD_WORK,
     STREAM_EVENTS,
@@ -27,7 +25,7 @@ from tests.integration.api.helpers import stream_messages, uniq
 
 async def deploys_of(api: Api, app: str) -> list[DeployRecord]:
     ctx = api.service.ctx
-    return [e.value for e in await kv_values(ctx.bus, ctx.deploys, KV_DEPLOYS)
+    return [e.value for e in await ctx.deploys.values()
             if e.value.app == app]
 
 

@@ -125,9 +125,7 @@ async def test_a_deploy_that_could_not_be_queued_is_failed_and_a_retry_takes_ove
 
 
 async def _deploys(service: ApiService, app: str) -> list:  # type: ignore[type-arg]
-    from services.api.kv_listing import kv_values
-
-    return [e for e in await kv_values(service.ctx.bus, service.ctx.deploys, "shaman_deploys")
+    return [e for e in await service.ctx.deploys.values()
             if e.value.app == app]
 
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.api.kv_listing import kv_values
 from services.api.nats_requests import DeployRequestHandler
 from shared.bus.consumer import Delivery
 from shared.events import DeployRequested, encode_event
 from shared.events.deploy import GitRef
 from shared.subjects import (
-    KV_DEPLOYS,
     STREAM_AUDIT,
     STREAM_BUILD_WORK,
     STREAM_EVENTS,
@@ -41,7 +39,7 @@ async def timeline(api: Api, app: str) -> list[dict[str, Any]]:
 
 async def deploys(api: Api, app: str) -> list[Any]:
     ctx = api.service.ctx
-    return [e.value for e in await kv_values(ctx.bus, ctx.deploys, KV_DEPLOYS)
+    return [e.value for e in await ctx.deploys.values()
             if e.value.app == app]
 
 

@@ -7,7 +7,6 @@ from typing import Any
 import hvac
 import pytest
 
-from services.api.kv_listing import kv_values
 from shared.commands import ChangeConfig, ChangeSecrets, Rollback, Scale, release_decoder
 from shared.records import ReleaseRecord, release_key
 from shared.subjects import (
@@ -201,5 +200,4 @@ async def test_release_history(api: Api) -> None:
     await api.create_app(other)
     async with api.http.get(f"/v1/apps/{other}/releases") as resp:
         assert await resp.json() == {"releases": []}
-    assert len(await kv_values(api.service.ctx.bus, api.service.ctx.releases,
-                               "shaman_releases", app)) == 2
+    assert len(await api.service.ctx.releases.values(app)) == 2
