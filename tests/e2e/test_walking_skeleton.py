@@ -62,8 +62,11 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 120.0) -> A
 
 async def admin_nats(stack: ShamanStack) -> nats.aio.client.Client:
     """The devstack's NATS requires a login: the tests act as its operator user."""
+    # Its own inbox prefix: the `client` user may read _INBOX.>, so replies to the
+    # operator must not go there.
     return await nats.connect(stack.nats_url, user="admin",
-                              password=stack.config.nats_password("admin"))
+                              password=stack.config.nats_password("admin"),
+                              inbox_prefix=b"_INBOX_admin")
 
 
 def nomad(stack: ShamanStack, path: str) -> Any:
