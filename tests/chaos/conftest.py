@@ -5,7 +5,8 @@
   {...}}` to change its services' settings. Stopped, with everything it started, at the
   end of the module.
 - `world` (per test): the recorded client, the tap, the Nomad recorder (world.py); its
-  history and verdict land in the test's tmp_path.
+  history (`<test>-history.jsonl`) and verdict (`<test>-verdict.txt`) land in
+  $SHAMAN_CHAOS_ARTIFACTS or a fresh /tmp/shaman-chaos-* directory.
 
 Scenarios marked `slow` run only with SHAMAN_CHAOS_FULL=1 (`make chaos` sets it), so that
 `make test` keeps the fast ones within its time budget.
@@ -14,6 +15,8 @@ Scenarios marked `slow` run only with SHAMAN_CHAOS_FULL=1 (`make chaos` sets it)
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -40,9 +43,21 @@ def chaos_stack(request: pytest.FixtureRequest,
         stack.down()
 
 
+@pytest.fixture(scope="session")
+def chaos_artifacts() -> Path:
+    """Where histories and verdicts go: $SHAMAN_CHAOS_ARTIFACTS, else a fresh directory
+    under /tmp that outlives pytest's own temp-dir rotation (other runs share it)."""
+    root = os.environ.get("SHAMAN_CHAOS_ARTIFACTS")
+    if root:
+        path = Path(root)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return Path(tempfile.mkdtemp(prefix="shaman-chaos-"))
+
+
 @pytest.fixture
-async def world(chaos_stack: ChaosStack, tmp_path: Path,
+async def world(chaos_stack: ChaosStack, chaos_artifacts: Path,
                 request: pytest.FixtureRequest) -> AsyncIterator[World]:
-    name = request.node.name.replace("/", "_")[:80]
-    async with World(chaos_stack, tmp_path, name=name) as w:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:100]
+    async with World(chaos_stack, chaos_artifacts, name=name) as w:
         yield w

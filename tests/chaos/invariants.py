@@ -17,7 +17,9 @@ The invariants (docs/chaos.md explains why each holds by design):
 2. **Nomad job versions equal the releases rolled out.** Per app, no release appears in
    two job versions, every version names a release that exists and was made by the
    deploy its Meta names, every release the platform announced as submitted has a job
-   version, and no deploy has two releases.
+   version, and no deploy has two releases. And the other way round ("submission"): a
+   deploy whose release runs in Nomad records `job_modify_index` / `job_version`
+   (reliability.md scenario 5) and has its `rollout.submitted` on the timeline.
 3. **No rollback twice.** At most one `rollback.started` per deploy, at most one
    automatic rollback deploy (and release) per failed deploy, and a rollback never gets
    a rollback of its own.
@@ -259,6 +261,20 @@ def _versions(run: RunData, deploys: dict[str, DeployRecord], verdict: Verdict) 
         for release in sorted(submitted.get(app, set()) - set(by_release)):
             verdict.add("versions", app, f"release v{release} was announced as submitted "
                                          "but no job version runs it")
+        for release, same in sorted(by_release.items()):
+            owner = versions[same[0]].deploy_id or ""
+            record = deploys.get(owner)
+            if record is None:
+                continue
+            if record.job_modify_index is None or record.job_version is None:
+                verdict.add("submission", owner,
+                            f"release v{release} runs as job version {sorted(same)} but the "
+                            f"deploy ({record.status}) never recorded job_modify_index/"
+                            f"job_version")
+            if release not in submitted.get(app, set()):
+                verdict.add("submission", owner,
+                            f"release v{release} runs as job version {sorted(same)} but no "
+                            "rollout.submitted was ever published for it")
         expected = int(job["Version"]) + 1 if job else 0
         if job and len(versions) < expected:
             verdict.notes.append(f"{app}: saw {len(versions)} of {expected} job versions "

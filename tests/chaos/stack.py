@@ -2,7 +2,8 @@
 
 `ChaosStack` starts every component (nats-server, OpenBao dev, the registry, localnomad
 with the simulated runtime, the four services) through `devstack.stack.Stack` on free
-ports in a temp home, exactly as `shaman dev up` would, except that each service gets a
+ports (below the kernel's ephemeral range, so a restarted component gets its port back)
+in a temp home, exactly as `shaman dev up` would, except that each service gets a
 few extra environment variables: tiny ack waits, relist and resync intervals, so that a
 killed process is replaced and its work redelivered within seconds. It then lets a
 scenario act on single processes through their pid files:
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import tempfile
@@ -28,12 +30,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from devstack.components.base import Component
+from devstack.components.base import Component, port_is_free
 from devstack.components.service import SERVICES, ShamanService
 from devstack.podman import ContainerStorage
-from devstack.ports import free_port
 from devstack.service_env import service_env
-from devstack.stack import ALL_COMPONENTS, Stack, StackConfig
+from devstack.stack import ALL_COMPONENTS, DEFAULT_PORTS, Stack, StackConfig
+from tests.chaos.waiting import wait_for_sync
 
 #: Per-service settings of every chaos stack (the env names of shared.settings).
 #: Small ack waits and intervals: a crashed process's work comes back in seconds.
@@ -88,6 +90,44 @@ class _EnvStack(Stack):
         return super()._make(name)
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def restartable_port(taken: set[int], pair: bool = False) -> int:
+    """A free port below the kernel's ephemeral range.
+
+    A component restarted by a scenario must get its own port back. A port from the
+    ephemeral range (what `free_port()` returns) can be handed to any outgoing connection
+    while its server is down (a service reconnecting to NATS, the tap, a probe), and the
+    restart then fails with "address in use". Ports below the range are never handed out
+    that way. `pair`: port + 1 must be free too (OpenBao's dev mode takes it).
+    """
+    high = min(_ephemeral_low(), 65536) - 2
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randint(12000, max(12001, high))
+        wanted = (port, port + 1) if pair else (port,)
+        if any(p in taken for p in wanted):
+            continue
+        if all(port_is_free("127.0.0.1", p) for p in wanted):
+            taken.update(wanted)
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def restartable_ports() -> dict[str, int]:
+    taken: set[int] = set()
+    ports = {name: restartable_port(taken) for name in DEFAULT_PORTS
+             if name not in ("openbao", "openbao_cluster")}
+    ports["openbao"] = restartable_port(taken, pair=True)
+    ports["openbao_cluster"] = ports["openbao"] + 1
+    return ports
+
+
 class ChaosStack:
     """One whole stack for one test module (or one soak run)."""
 
@@ -95,9 +135,9 @@ class ChaosStack:
         self, home: Path, env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.home = home
-        self.config = StackConfig.for_tests(
-            home, components=ALL_COMPONENTS, runtime="simulated", openbao_mode="dev",
-            seed_images=False,
+        self.config = StackConfig(
+            home=home, ports=restartable_ports(), components=ALL_COMPONENTS,
+            runtime="simulated", openbao_mode="dev", seed_images=False,
         )
         overrides = env or {}
         self.env: dict[str, dict[str, str]] = {
@@ -224,6 +264,7 @@ class ChaosStack:
         SHAMAN_CRASHPOINT="after_nomad_register"); the next `start` goes back to the
         module's settings.
         """
+        self._wait_port_free(self.component(name))
         if name in self.extra:
             self.extra[name].start()
             return
@@ -239,6 +280,17 @@ class ChaosStack:
             return
         self.component(name).start()
 
+    @staticmethod
+    def _wait_port_free(component: Component, timeout_s: float = 20.0) -> None:
+        """Wait until a dead component's port can be bound again.
+
+        Right after a kill its accepted connections linger a moment in FIN_WAIT (only
+        TIME_WAIT is exempt from "address in use"), so an immediate start can fail.
+        """
+        ports = (component.port, *component.extra_ports())
+        wait_for_sync(lambda: all(port_is_free(component.host, p) for p in ports),
+                      timeout_s, f"{component.name}'s port(s) {ports} to be free")
+
     def restart(self, name: str, **env: str) -> None:
         """kill -9 and start again."""
         if self.running(name):
@@ -252,7 +304,8 @@ class ChaosStack:
         service_vars = {
             **service_env(self.config, "builder"),
             **self.env["builder"],
-            "SHAMAN_HTTP_ADDR": f"{self.config.host}:{free_port()}",
+            "SHAMAN_HTTP_ADDR":
+                f"{self.config.host}:{restartable_port(set(self.config.ports.values()))}",
             "SHAMAN_INSTANCE_ID": name,
             "SHAMAN_BUILDER_STORAGE": str(storage.base),
             "CONTAINERS_CONF": str(storage.conf_file),

@@ -192,6 +192,23 @@ class World:
 
         return await wait_for(reached, timeout, f"deploy {deploy_id} to be {sorted(wanted)}")
 
+    async def wait_outcome(self, deploy_id: str, timeout: float = 90.0) -> DeployRecord:
+        """The deploy's final outcome: terminal, and its automatic rollback (if any) ended
+        (a deploy is `failed` while its rollback runs, then `rolled_back` or `failed`)."""
+
+        async def final() -> DeployRecord | None:
+            try:
+                record = await self.record(deploy_id)
+            except Exception:
+                return None
+            if record is None or record.status not in TERMINAL_STATUSES:
+                return None
+            if record.rollback is not None and record.rollback.outcome is None:
+                return None
+            return record
+
+        return await wait_for(final, timeout, f"deploy {deploy_id} to reach its outcome")
+
     async def settle(self, timeout: float = 90.0) -> list[DeployRecord]:
         """Wait until every deploy of the scenario's apps has its final outcome."""
 

@@ -1,0 +1,165 @@
+"""SIGKILL of each service at chosen points of a deploy (reliability.md scenarios 3, 5, 6, 16).
+
+Where a service has named crash points (`SHAMAN_CRASHPOINT`: the scheduler's
+after_release_created / after_app_updated / after_nomad_register, the watcher's
+after_healthy / after_outcome / after_rollback_command) the service is restarted armed and
+exits with 137 at exactly that point; elsewhere the kill is timed on the timeline event (or
+work message) that precedes the step. Every scenario then restarts the service and checks
+the invariants over the whole run: one outcome per deploy, one job version per release, at
+most one rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.chaos.waiting import wait_for
+from tests.chaos.world import World
+
+pytestmark = pytest.mark.chaos
+
+
+async def _healthy_app(world: World, *tags: str) -> str:
+    """An app whose v1 is deployed and healthy (a rollback target)."""
+    app = await world.create_app(tags=("v1", *tags))
+    first = await world.deploy_ok(app, "v1")
+    assert (await world.wait_outcome(first)).status == "healthy"
+    return app
+
+
+# -- scheduler -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "point", ["after_release_created", "after_app_updated", "after_nomad_register"])
+async def test_scheduler_crash_point_gives_one_release_and_one_job_version(
+    world: World, point: str
+) -> None:
+    app = await world.create_app()
+    await world.restart("scheduler", SHAMAN_CRASHPOINT=point)
+    deploy = await world.deploy_ok(app)
+    await world.wait_crashed("scheduler")
+    await world.start("scheduler")
+    assert (await world.wait_outcome(deploy)).status == "healthy"
+    verdict = await world.assert_invariants()
+    nomad = verdict.stats["nomad"][app]
+    assert (nomad["job_versions"], nomad["releases_in_nomad"], nomad["releases"]) == (1, 1, 1)
+
+
+async def test_scheduler_killed_when_the_release_command_arrives(world: World) -> None:
+    app = await _healthy_app(world, "v2")
+    await world.make_bad(app, "checks")
+    deploy = await world.deploy_ok(app, "v2")
+    subject = f"shaman.work.release.{app}"
+    await world.tap.wait_message(lambda m: m.subject == subject and deploy.encode() in m.data,
+                                 30, "the DeployImage command")
+    await world.kill("scheduler")
+    await world.start("scheduler")
+    record = await world.wait_outcome(deploy)
+    assert record.status == "rolled_back", record.reason
+    await world.assert_invariants()
+
+
+# -- builder -------------------------------------------------------------------------------
+
+
+async def test_builder_killed_mid_build_rebuilds_once(world: World) -> None:
+    app = await world.create_app()
+    # A paused registry holds the build (the image lookup) in flight: the kill lands
+    # mid-build for certain, not after a build that took a millisecond.
+    await world.pause("registry")
+    try:
+        deploy = await world.deploy_ok(app)
+        await world.tap.wait_event(type="build.started", deploy_id=deploy)
+        await world.kill("builder")
+    finally:
+        await world.resume("registry")
+    await world.start("builder")
+    record = await world.wait_outcome(deploy)
+    assert record.status == "healthy", record.reason
+    assert [h.status for h in record.history].count("building") == 1
+    attempts = [e.get("attempt") for e in world.tap.find(type="build.started",
+                                                          deploy_id=deploy)]
+    assert attempts == [1, 2], attempts
+    await world.assert_invariants()
+
+
+async def test_builder_killed_after_the_build_succeeded(world: World) -> None:
+    app = await world.create_app()
+    deploy = await world.deploy_ok(app)
+    await world.tap.wait_event(type="build.succeeded", deploy_id=deploy)
+    await world.kill("builder")
+    await world.start("builder")
+    assert (await world.wait_outcome(deploy)).status == "healthy"
+    await world.assert_invariants()
+
+
+# -- watcher -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("point", ["after_healthy", "after_outcome", "after_rollback_command"])
+async def test_watcher_crash_point_gives_one_outcome_and_one_rollback(
+    world: World, point: str
+) -> None:
+    app = await _healthy_app(world, "v2")
+    await world.restart("watcher", SHAMAN_CRASHPOINT=point)
+    if point != "after_healthy":
+        await world.make_bad(app, "crash")
+    deploy = await world.deploy_ok(app, "v2")
+    await world.wait_crashed("watcher")
+    await world.start("watcher")
+    want = "healthy" if point == "after_healthy" else "rolled_back"
+    record = await world.wait_outcome(deploy)
+    assert record.status == want, record.reason
+    verdict = await world.assert_invariants()
+    assert verdict.stats["automatic_rollbacks"] == (0 if point == "after_healthy" else 1)
+
+
+async def test_watcher_killed_once_the_rollout_is_submitted(world: World) -> None:
+    app = await _healthy_app(world, "v2")
+    await world.make_bad(app, "crash")
+    deploy = await world.deploy_ok(app, "v2")
+    await world.tap.wait_event(type="rollout.submitted", deploy_id=deploy)
+    await world.kill("watcher")
+    await world.start("watcher")
+    record = await world.wait_outcome(deploy)
+    assert record.status == "rolled_back", record.reason
+    await world.assert_invariants()
+
+
+# -- api -----------------------------------------------------------------------------------
+
+
+async def test_api_killed_during_a_burst_of_deploys(world: World) -> None:
+    """Clients with Idempotency-Keys retry every call whose outcome they do not know; after
+    the api comes back each key names exactly one deploy, and it reaches its outcome."""
+    apps = [await world.create_app() for _ in range(8)]
+    api_back = asyncio.Event()
+
+    async def client(name: str, mine: list[str]) -> None:
+        for app in mine:
+            key = f"key-{app}"
+            for _ in range(60):  # bounded: a definite answer comes once the api is back
+                op = await world.deploy(app, key=key, process=name)
+                if op.outcome == "ok":
+                    break
+                if op.outcome == "info" or op.status in (409, 503):
+                    # Unknown, or the first try's claim is still in flight: retry the same
+                    # key once the api answers again.
+                    await wait_for(api_back.is_set, 60, "the api to be back")
+                    # As a client would: honour the answer's Retry-After before retrying.
+                    await asyncio.sleep(min(float(op.headers.get("Retry-After", 0.2)), 2.0))
+                    continue
+                raise AssertionError(f"{app}: {op.status} {op.text}")
+
+    clients = [asyncio.create_task(client(f"client-{i}", apps[i::3])) for i in range(3)]
+    await world.tap.wait_event(type="deploy.accepted", timeout=30)
+    await world.kill("api")
+    await world.start("api")
+    api_back.set()
+    await asyncio.gather(*clients)
+    verdict = await world.assert_invariants()
+    assert verdict.stats["accepted"] == len(apps)
+    assert verdict.stats["healthy"] == len(apps)
