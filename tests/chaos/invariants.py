@@ -263,13 +263,13 @@ def _versions(run: RunData, deploys: dict[str, DeployRecord], verdict: Verdict) 
                                          "but no job version runs it")
         for release, same in sorted(by_release.items()):
             owner = versions[same[0]].deploy_id or ""
-            record = deploys.get(owner)
-            if record is None:
+            rolled_out = deploys.get(owner)
+            if rolled_out is None:
                 continue
-            if record.job_modify_index is None or record.job_version is None:
+            if rolled_out.job_modify_index is None or rolled_out.job_version is None:
                 verdict.add("submission", owner,
                             f"release v{release} runs as job version {sorted(same)} but the "
-                            f"deploy ({record.status}) never recorded job_modify_index/"
+                            f"deploy ({rolled_out.status}) never recorded job_modify_index/"
                             f"job_version")
             if release not in submitted.get(app, set()):
                 verdict.add("submission", owner,
