@@ -22,6 +22,8 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.config import JsonDict
@@ -126,13 +128,27 @@ class HealthIn(BaseModel):
     model_config = STRICT
     path: Annotated[str, Field(max_length=512, json_schema_extra={"pattern": r"^/\S*$"}),
                     AfterValidator(_health_path)] = "/health"
-    interval_s: float = Field(10.0, ge=0.1, le=3600)
-    timeout_s: float = Field(2.0, ge=0.05, le=300)
+    # Nomad refuses checks more often than every second or with a shorter timeout
+    # (minCheckInterval, minCheckTimeout: 1 s).
+    interval_s: float = Field(10.0, ge=1, le=3600)
+    timeout_s: float = Field(2.0, ge=1, le=300,
+                             description="default 2, or interval_s when that is shorter")
+
+    # Cross-field rules are field validators on the later field, so the error names it
+    # (fields are validated in order; a field that already failed is not in info.data).
+    @field_validator("timeout_s")
+    @classmethod
+    def _timeout_below_interval(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("interval_s")
+        if interval is not None and value > interval:
+            raise PydanticCustomError("timeout", "must not exceed interval_s")
+        return value
 
     @model_validator(mode="after")
-    def _timeout_below_interval(self) -> HealthIn:
-        if self.timeout_s > self.interval_s:
-            raise PydanticCustomError("timeout", "timeout_s must not exceed interval_s")
+    def _default_timeout_fits(self) -> HealthIn:
+        # Only the default is adjusted; a timeout given above the interval is refused.
+        if "timeout_s" not in self.model_fields_set and self.timeout_s > self.interval_s:
+            self.timeout_s = self.interval_s
         return self
 
 
@@ -141,21 +157,31 @@ class RolloutIn(BaseModel):
     canaries: int = Field(0, ge=0, le=100)
     max_parallel: int = Field(1, ge=1, le=100)
     min_healthy_time_s: float = Field(10.0, ge=0, le=3600)
-    healthy_deadline_s: float = Field(300.0, gt=0, le=86400)
-    progress_deadline_s: float = Field(600.0, ge=0, le=86400)
+    healthy_deadline_s: float = Field(300.0, gt=0, le=86400, validate_default=True)
+    progress_deadline_s: float = Field(600.0, ge=0, le=86400, validate_default=True)
 
-    @model_validator(mode="after")
-    def _nomad_orderings(self) -> RolloutIn:
-        # Nomad rejects these combinations at register time; say so now, at the field.
-        if self.min_healthy_time_s >= self.healthy_deadline_s:
+    # Nomad's UpdateStrategy.Validate refuses these combinations at register time; say
+    # so now, naming the field.
+    @field_validator("healthy_deadline_s")
+    @classmethod
+    def _after_min_healthy_time(cls, value: float, info: ValidationInfo) -> float:
+        min_healthy = info.data.get("min_healthy_time_s")
+        if min_healthy is not None and min_healthy >= value:
             raise PydanticCustomError(
-                "rollout", "min_healthy_time_s must be less than healthy_deadline_s"
+                "rollout", "must be greater than min_healthy_time_s (Nomad's rule)"
             )
-        if self.progress_deadline_s and self.progress_deadline_s <= self.healthy_deadline_s:
+        return value
+
+    @field_validator("progress_deadline_s")
+    @classmethod
+    def _after_healthy_deadline(cls, value: float, info: ValidationInfo) -> float:
+        healthy = info.data.get("healthy_deadline_s")
+        if value and healthy is not None and value <= healthy:
             raise PydanticCustomError(
-                "rollout", "progress_deadline_s must be 0 or greater than healthy_deadline_s"
+                "rollout", "must be 0 (no deadline) or greater than healthy_deadline_s "
+                "(Nomad's rule)"
             )
-        return self
+        return value
 
 
 class AppCreate(BaseModel):

@@ -32,7 +32,7 @@ async def test_create_with_every_field(api: Api) -> None:
         "name": name, "team": "core", "image": "registry.example.com:5000/team/web:1.2",
         "port": 9000, "instances": 3, "cpu_mhz": 250, "memory_mb": 256,
         "command": "/bin/server", "args": ["--port", "9000"],
-        "health": {"path": "/ready", "interval_s": 0.5, "timeout_s": 0.2},
+        "health": {"path": "/ready", "interval_s": 1.5, "timeout_s": 1.0},
         "rollout": {"canaries": 1, "max_parallel": 2, "min_healthy_time_s": 0.2,
                     "healthy_deadline_s": 5, "progress_deadline_s": 10},
         "domains": ["web.example.com"], "auto_rollback": False,
@@ -71,8 +71,16 @@ BAD_BODIES = [
     ({"name": "ok", "image": "nginx@sha256:short"}, "image"),
     ({"name": "ok", "image": "nginx:"}, "image"),
     ({"name": "ok", "health": {"path": "no-slash"}}, "health.path"),
-    ({"name": "ok", "health": {"interval_s": 1, "timeout_s": 5}}, "health"),
-    ({"name": "ok", "rollout": {"min_healthy_time_s": 400}}, "rollout"),
+    ({"name": "ok", "health": {"interval_s": 1, "timeout_s": 5}}, "health.timeout_s"),
+    # Nomad's minimums for checks: 1 s interval, 1 s timeout.
+    ({"name": "ok", "health": {"interval_s": 0.5}}, "health.interval_s"),
+    ({"name": "ok", "health": {"interval_s": 5, "timeout_s": 0.5}}, "health.timeout_s"),
+    # Nomad's update block: min_healthy_time < healthy_deadline < progress_deadline (or 0).
+    ({"name": "ok", "rollout": {"min_healthy_time_s": 400}}, "rollout.healthy_deadline_s"),
+    ({"name": "ok", "rollout": {"healthy_deadline_s": 700}}, "rollout.progress_deadline_s"),
+    ({"name": "ok", "rollout": {"healthy_deadline_s": 0}}, "rollout.healthy_deadline_s"),
+    ({"name": "ok", "rollout": {"max_parallel": 0}}, "rollout.max_parallel"),
+    ({"name": "ok", "rollout": {"canaries": -1}}, "rollout.canaries"),
     ({"name": "ok", "git": {"url": "ftp://x/y"}}, "git.url"),
     ({"name": "ok", "git": {"url": "http://169.254.169.254/x"}}, "git.url"),
     ({"name": "ok", "git": {"url": "https://user:pw@host/x.git"}}, "git.url"),
@@ -202,11 +210,18 @@ async def test_patch_instances_sends_scale(api: Api) -> None:
 async def test_patch_bad_input(api: Api) -> None:
     name = uniq()
     await api.create_app(name)
+    before = await api.service.ctx.apps.get(name)
     for body, loc in (({"port": None}, "port"), ({"name": "x"}, "name"),
-                      ({"instances": -1}, "instances")):
+                      ({"instances": -1}, "instances"),
+                      ({"health": {"interval_s": 0.2}}, "health.interval_s"),
+                      ({"health": {"timeout_s": 0.2}}, "health.timeout_s"),
+                      ({"rollout": {"healthy_deadline_s": 30, "progress_deadline_s": 20}},
+                       "rollout.progress_deadline_s")):
         async with api.http.patch(f"/v1/apps/{name}", json=body) as resp:
             assert resp.status == 422, body
             assert (await error_of(resp))["details"][0]["loc"] == loc
+    after = await api.service.ctx.apps.get(name)
+    assert before is not None and after is not None and after.revision == before.revision
 
 
 async def test_delete_marks_destroyed_asks_scheduler_and_removes_records(api: Api) -> None:

@@ -7,7 +7,14 @@ from pydantic import ValidationError
 
 from services.api.git_source import check_git_ref, check_git_url
 from services.api.http_errors import RequestInvalid
-from services.api.models import AppCreate, ConfigPatch, DeployIn, RolloutIn, SecretsPut
+from services.api.models import (
+    AppCreate,
+    ConfigPatch,
+    DeployIn,
+    HealthIn,
+    RolloutIn,
+    SecretsPut,
+)
 
 
 @pytest.mark.parametrize("url", [
@@ -61,8 +68,27 @@ def test_rollout_orderings_follow_nomad() -> None:
     RolloutIn.model_validate({"min_healthy_time_s": 0.2, "healthy_deadline_s": 2,
                               "progress_deadline_s": 5})
     RolloutIn.model_validate({"progress_deadline_s": 0})
-    with pytest.raises(ValidationError):
-        RolloutIn.model_validate({"healthy_deadline_s": 10, "progress_deadline_s": 5})
+    RolloutIn.model_validate({"healthy_deadline_s": 700, "progress_deadline_s": 0})
+    for raw, loc in (({"min_healthy_time_s": 1, "healthy_deadline_s": 10, "progress_deadline_s": 5},
+                      "progress_deadline_s"),
+                     ({"healthy_deadline_s": 700}, "progress_deadline_s"),  # default 600
+                     ({"min_healthy_time_s": 300}, "healthy_deadline_s"),  # default 300
+                     ({"min_healthy_time_s": 5, "healthy_deadline_s": 5}, "healthy_deadline_s")):
+        with pytest.raises(ValidationError) as info:
+            RolloutIn.model_validate(raw)
+        assert locs(info.value) == [loc], raw
+
+
+def test_health_check_bounds_follow_nomad() -> None:
+    assert HealthIn.model_validate({"interval_s": 1, "timeout_s": 1}).timeout_s == 1
+    # the default timeout (2 s) shrinks to a shorter interval instead of failing
+    assert HealthIn.model_validate({"interval_s": 1}).timeout_s == 1
+    assert HealthIn.model_validate({}).timeout_s == 2
+    for raw, loc in (({"interval_s": 0.5}, "interval_s"), ({"timeout_s": 0.5}, "timeout_s"),
+                     ({"interval_s": 2, "timeout_s": 3}, "timeout_s")):
+        with pytest.raises(ValidationError) as info:
+            HealthIn.model_validate(raw)
+        assert locs(info.value) == [loc], raw
 
 
 def test_messages_never_carry_the_value() -> None:
