@@ -3,7 +3,8 @@
 The request models here are the ones the handlers validate with and the response
 models the ones they serialise with, so the spec documents exactly what runs: every
 route, body, response and error (the JSON error body for each 4xx/5xx it can return).
-Built once per process and served as bytes.
+The web UI's static files (`GET /`, `GET /ui/{path}`, tag `ui`, no token) are described
+here too. Built once per process and served as bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from services.api.models import ErrorBody, HealthzView
 from services.api.routing import RouteSpec
+from services.api.ui.shell import ASSETS, PAGE
 
 _PARAM = re.compile(r"\{(\w+)\}")
 _ERROR_TEXT = {
@@ -126,6 +128,7 @@ def build_openapi(routes: list[RouteSpec], version: str = "0.1.0") -> dict[str, 
         "responses": {"200": {"description": "OpenAPI 3.1", "content": {
             "application/json": {"schema": {"type": "object"}}}}},
     }}
+    paths.update(_ui_paths(error_ref))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Shaman API", "version": version,
@@ -137,6 +140,53 @@ def build_openapi(routes: list[RouteSpec], version: str = "0.1.0") -> dict[str, 
             "schemas": schema.get("$defs", {}),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
+    }
+
+
+def _ui_paths(error_ref: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The web UI's static files (services/api/ui): no token, conditional GETs."""
+    not_modified = {"description": "Not modified (If-None-Match matched the ETag)"}
+    cache_headers = {
+        "ETag": {"schema": {"type": "string"}, "description": "the content's version"},
+        "Cache-Control": {"schema": {"type": "string"},
+                          "description": "immutable for a versioned asset, else no-cache"},
+    }
+    if_none_match = {"name": "If-None-Match", "in": "header", "required": False,
+                     "description": "an ETag from an earlier answer: 304 if unchanged",
+                     "schema": {"type": "string"}}
+    asset_types = sorted({ctype.split(";")[0] for name, ctype in ASSETS.items() if name != PAGE})
+    return {
+        "/": {"get": {
+            "summary": "The web UI's page (holds no data; it asks for a token)",
+            "operationId": "get_ui_page", "tags": ["ui"], "security": [],
+            "parameters": [if_none_match],
+            "responses": {
+                "200": {"description": "the page", "headers": cache_headers,
+                        "content": {"text/html": {"schema": {"type": "string"}}}},
+                "304": not_modified,
+            },
+        }},
+        "/ui/{path}": {"get": {
+            "summary": "A static asset of the web UI (script, style sheet)",
+            "operationId": "get_ui_asset", "tags": ["ui"], "security": [],
+            "parameters": [
+                {"name": "path", "in": "path", "required": True,
+                 "description": "the asset's file name, e.g. app.js",
+                 "schema": {"type": "string"}},
+                {"name": "v", "in": "query", "required": False,
+                 "description": "the asset's content version (as the page names it): "
+                                "then the answer may be cached for a year",
+                 "schema": {"type": "string"}},
+                if_none_match,
+            ],
+            "responses": {
+                "200": {"description": "the asset", "headers": cache_headers,
+                        "content": {t: {"schema": {"type": "string"}} for t in asset_types}},
+                "304": not_modified,
+                "404": {"description": "No such asset",
+                        "content": {"application/json": {"schema": error_ref}}},
+            },
+        }},
     }
 
 

@@ -18,8 +18,6 @@ async def test_openapi_covers_every_registered_route(api: Api) -> None:
         path = info.get("path") or info.get("formatter")
         if route.method in ("HEAD", "OPTIONS") or path is None:
             continue
-        if path == "/" or path.startswith("/ui/"):
-            continue  # the web UI's static files are not part of the JSON API
         registered.add((route.method.lower(), path))
     documented = {(m, p) for p, ops in spec["paths"].items() for m in ops}
     assert registered == documented
@@ -45,6 +43,13 @@ async def test_openapi_covers_every_registered_route(api: Api) -> None:
                 if schema.get("type") == "object" and "properties" in schema:
                     # unknown fields are rejected, and the spec says so
                     assert schema.get("additionalProperties") is False, name
+    for path in ("/", "/ui/{path}"):  # the web UI's static files: no token
+        op = spec["paths"][path]["get"]
+        assert op["tags"] == ["ui"] and op["security"] == [], path
+        assert {"200", "304"} <= set(op["responses"]), path
+    assert set(spec["paths"]["/"]["get"]["responses"]["200"]["content"]) == {"text/html"}
+    assert set(spec["paths"]["/ui/{path}"]["get"]["responses"]["200"]["content"]) == {
+        "text/css", "text/javascript"}
     create = spec["paths"]["/v1/apps/{app}/deploys"]["post"]
     assert "application/gzip" in create["requestBody"]["content"]
     assert "Idempotency-Key" in [p["name"] for p in create["parameters"]]
