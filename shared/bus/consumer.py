@@ -143,9 +143,10 @@ class WorkConsumer:
     async def stop(self) -> None:
         """Stop fetching, then let in-flight handlers finish (graceful shutdown)."""
         self._stopping.set()
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        # First end the fetch loop, so no handler starts after the wait below.
         await self._tasks.close()
+        while self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
         # Unsubscribe so a later drain() does not wait for the pull inbox
         # (nats-py never marks fetched messages as processed there).
         if self._psub is not None:
@@ -177,6 +178,12 @@ class WorkConsumer:
                 with contextlib.suppress(Exception):
                     await self.ensure_consumer()
                 continue
+            if self._stopping.is_set():
+                # Fetched while shutting down: hand them back for another copy now.
+                for msg in msgs:
+                    with contextlib.suppress(*UNAVAILABLE):
+                        await msg.nak()
+                break
             for msg in msgs:
                 task = asyncio.create_task(self._handle(msg), name=f"{self.spec.durable}-handler")
                 self._inflight.add(task)
