@@ -13,7 +13,9 @@ The rules (docs/decisions/0001-deploy-flow.md, step 4):
   its progress deadline plus `deadline_grace_s`;
 - `successful` → the deploy is `healthy`; `failed` → the deploy is `failed`, explained,
   with one automatic rollback when the app allows it and the deploy is not itself a
-  rollback; `cancelled` → `superseded` (or `cancelled` when the job was stopped);
+  rollback; `cancelled` → `superseded` (or `cancelled` when the job was stopped), unless
+  the version that replaced it belongs to the same deploy: then the newer deployment
+  decides the deploy's outcome and the cancelled one is ignored;
 - a healthy release whose tasks start failing within `crash_loop_window_s` is failed and
   rolled back like a failed deployment;
 - a rollback deploy's end settles the original deploy (`resolve_rollback`).
@@ -61,6 +63,9 @@ class Observation:
     app: AppRecord
     notes: DeployNotes
     now: datetime
+    # For a cancelled deployment: the job version that replaced it carries the same
+    # `shaman_deploy_id` (a scale, a drift repair or a new rendering of the same release).
+    newer_is_same_deploy: bool = False
 
 
 # -- actions ------------------------------------------------------------------------------
@@ -247,6 +252,10 @@ def decide(obs: Observation, policy: Policy) -> Decision:
         return Decision(actions)
 
     if dep.Status == "cancelled" and status == "deploying":
+        if obs.newer_is_same_deploy and "stopped" not in dep.StatusDescription:
+            # The same release registered again: its newer deployment carries the deploy
+            # on. This one's counters are stale, so not even progress comes from it.
+            return Decision()
         if "stopped" in dep.StatusDescription:
             actions.append(MarkEnded("cancelled", "the Nomad job was stopped"))
         else:

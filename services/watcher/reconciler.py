@@ -160,20 +160,33 @@ class Reconciler:
     # -- one deployment ----------------------------------------------------------------
 
     async def _version(self, dep: Deployment) -> JobVersion | None:
-        key = (dep.JobID, dep.JobCreateIndex, dep.JobVersion)
+        return await self._version_at(dep.JobID, dep.JobCreateIndex, dep.JobVersion)
+
+    async def _version_at(self, job_id: str, create_index: int, number: int) -> JobVersion | None:
+        key = (job_id, create_index, number)
         cached = self._versions.get(key)
         if cached is not None:
             return cached
-        for raw in await self.nomad.get_versions(dep.JobID):
+        for raw in await self.nomad.get_versions(job_id):
             version = convert(raw, JobVersion)
             vkey = (version.ID, version.CreateIndex, version.Version)
             self._versions[vkey] = version
             self._versions.move_to_end(vkey)
-            if not dep.JobCreateIndex and version.Version == dep.JobVersion:
+            if not create_index and version.Version == number:
                 self._versions[key] = version  # Nomad without JobCreateIndex
         while len(self._versions) > VERSION_CACHE_SIZE:
             self._versions.popitem(last=False)
         return self._versions.get(key)
+
+    async def _replaced_by_same_deploy(self, dep: Deployment, deploy_id: str) -> bool:
+        """Whether the job version right after a cancelled deployment's one belongs to the
+        same deploy: the scheduler registers a release again on a scale, a drift repair or
+        a change of its rendering, and Nomad cancels the running deployment for it."""
+        if dep.Status != "cancelled":
+            return False
+        # Job versions are consecutive; the next one is what cancelled this deployment.
+        newer = await self._version_at(dep.JobID, dep.JobCreateIndex, dep.JobVersion + 1)
+        return newer is not None and newer.deploy_id == deploy_id
 
     def _settle(self, deployment_id: str) -> None:
         self._settled[deployment_id] = None
@@ -218,7 +231,8 @@ class Reconciler:
 
         allocs = await self._allocs(dep, deploy) if dep.Status != "cancelled" else []
         obs = Observation(deployment=dep, allocs=allocs, deploy=deploy, app=app, notes=notes,
-                          now=_now())
+                          now=_now(),
+                          newer_is_same_deploy=await self._replaced_by_same_deploy(dep, deploy_id))
         decision = decide(obs, self.policy)
         requeue = await self._apply(decision, obs)
 

@@ -172,3 +172,58 @@ async def test_newer_version_supersedes_a_running_rollout(harness: Harness) -> N
     h.register("d-new", 3)
     assert (await h.wait_status("d-old", "superseded")).status == "superseded"
     assert (await h.wait_status("d-new", "healthy")).status == "healthy"
+
+
+async def _same_deploy_rescaled(h: Harness, deploy_id: str) -> None:
+    """Register the deploy's release, then re-register it with another count while its
+    first deployment still runs (what the scheduler does on a scale or a drift repair)."""
+    h.register(deploy_id, 2)
+
+    async def has_deployment() -> bool:
+        return bool(h.nomad.job.get_deployment(h.app))
+
+    await wait_for(has_deployment, 10, "the first deployment")
+    first = h.nomad.job.get_deployment(h.app)["ID"]
+    h.register(deploy_id, 2, count=2)
+
+    async def replaced() -> bool:
+        return bool(h.nomad.job.get_deployment(h.app)["ID"] != first)
+
+    await wait_for(replaced, 10, "a second deployment of the same deploy")
+    statuses = {d["ID"]: d["Status"] for d in h.nomad.job.get_deployments(h.app)}
+    assert statuses[first] == "cancelled"
+
+
+async def test_same_deploy_registered_again_is_not_superseded(harness: Harness) -> None:
+    h = harness
+    await h.seed_app(active="d-rescale")
+    await h.seed_deploy("d-rescale", 2)
+    h.behave(job_version=0, start_delay_s=1.0)  # the first deployment is still running
+    await h.start_watcher()
+    await _same_deploy_rescaled(h, "d-rescale")
+
+    deploy = await h.wait_status("d-rescale", "healthy", "superseded")
+    assert deploy.status == "healthy"
+    latest = h.nomad.job.get_deployment(h.app)
+    assert latest["Status"] == "successful" and deploy.nomad_deployment_id == latest["ID"]
+    assert (await h.app_record()).last_healthy_release == 2
+    [finished] = await h.wait_event("deploy.finished")
+    assert isinstance(finished, DeployFinished) and finished.status == "healthy"
+
+
+async def test_same_deploy_registered_again_and_failing_is_rolled_back(
+    harness: Harness
+) -> None:
+    h = harness
+    await h.seed_app(last_healthy=1, current=2, active="d-refail")
+    await h.seed_deploy("d-refail", 2)
+    h.behave(job_version=0, start_delay_s=1.0)
+    h.behave(job_version=1, crash_on_start=1)  # the second deployment's allocs crash
+    await h.start_watcher()
+    await _same_deploy_rescaled(h, "d-refail")
+
+    deploy = await h.wait_status("d-refail", "failed", "superseded")
+    assert deploy.status == "failed"
+    assert deploy.rollback is not None and deploy.rollback.to_release == 1
+    [command] = await wait_for(lambda: _rollbacks(h), 10, "rollback")
+    assert command.failed_deploy_id == "d-refail" and command.to_version == 1

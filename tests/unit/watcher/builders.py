@@ -112,10 +112,12 @@ def observe(
     app: AppRecord | None = None,
     notes: DeployNotes | None = None,
     now: datetime = NOW,
+    newer_is_same_deploy: bool = False,
 ) -> Observation:
     return Observation(
         deployment=dep, allocs=allocs or [], deploy=deploy or deploy_record(),
         app=app or app_record(), notes=notes or DeployNotes(deploy_id="d-1"), now=now,
+        newer_is_same_deploy=newer_is_same_deploy,
     )
 
 

@@ -234,6 +234,21 @@ def test_cancelled_by_newer_version_supersedes() -> None:
     assert isinstance(end, MarkEnded) and end.status == "superseded"
 
 
+def test_cancelled_by_a_newer_version_of_the_same_deploy_ends_nothing() -> None:
+    # A scale, a drift repair or a new rendering re-registers the same release: Nomad
+    # cancels this deployment and starts another one for the same deploy, which decides.
+    d = decide(observe(deployment("cancelled"), newer_is_same_deploy=True), POLICY)
+    assert d.actions == []  # no MarkEnded, and no progress from the stale counters
+
+
+def test_stopping_the_job_cancels_even_with_the_same_meta() -> None:
+    # A stopped job's version keeps the deploy's Meta: it is still the end of the deploy.
+    d = decide(observe(deployment("cancelled", desc="Cancelled because job is stopped"),
+                       newer_is_same_deploy=True), POLICY)
+    end = d.actions[-1]
+    assert isinstance(end, MarkEnded) and end.status == "cancelled"
+
+
 def test_cancelled_because_job_stopped_cancels() -> None:
     d = decide(observe(deployment("cancelled", desc="Cancelled because job is stopped")),
                POLICY)
