@@ -19,6 +19,7 @@ import msgspec
 from shared.events.base import now
 from shared.events.deploy import TERMINAL_STATUSES, DeployStatus, GitRef
 
+RECENT_DEPLOYS_MAX = 100
 APP_NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS label
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TEAM_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -81,6 +82,10 @@ class AppRecord(msgspec.Struct, kw_only=True):
     active_deploy_id: str | None = None  # the deploy that owns the app's rollout now
     latest_deploy_id: str | None = None  # the newest source deploy (latest wins for builds)
     state: str = "new"  # new | deploying | running | failed | destroyed
+    # Ids of the deploys the api accepted for this app, newest first, at most
+    # RECENT_DEPLOYS_MAX (api, in the CAS write it makes when accepting a deploy): what
+    # `GET /v1/apps/{app}/deploys` lists, so listing never scans the deploy bucket.
+    recent_deploys: list[str] = []
 
 
 class SecretsPin(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,9 +9,10 @@ which follows docs/decisions/0001-deploy-flow.md step 1 exactly:
 2. `prepare` (the caller's source-specific work: store an upload, write Vault) builds
    the command;
 3. create the DeployRecord (`pending`);
-4. for source deploys: become the app's `latest_deploy_id` and supersede the previous
-   latest if it is still `pending`/`building` (latest wins), publishing
-   `deploy.superseded` + `deploy.finished`;
+4. one CAS write of the app record: the deploy joins its `recent_deploys` (what the
+   deploy list reads) and, for source deploys, becomes its `latest_deploy_id`; the
+   previous latest is superseded if it is still `pending`/`building` (latest wins),
+   publishing `deploy.superseded` + `deploy.finished`;
 5. publish the command with `Nats-Msg-Id = <deploy_id>:<step>`, then `deploy.accepted`.
 
 If NATS cannot confirm step 5 the deploy is marked `failed` ("could not queue") when
@@ -42,6 +43,7 @@ from shared.events.base import now
 from shared.logging import get_logger
 from shared.records import (
     APP_NAME_RE,
+    RECENT_DEPLOYS_MAX,
     AppRecord,
     DeployRecord,
     ReleaseKind,
@@ -59,6 +61,12 @@ STALE_CLAIM = timedelta(seconds=10)
 REPUBLISH_WINDOW = timedelta(seconds=240)
 CAS_ATTEMPTS = 500
 PUBLISH_ATTEMPTS = 3
+
+
+def remember_deploy(recent: list[str], deploy_id: str) -> list[str]:
+    """`recent` with `deploy_id` added: newest first (deploy ids sort by creation time,
+    so concurrent writers agree on the order), no repeats, at most RECENT_DEPLOYS_MAX."""
+    return sorted({deploy_id, *recent}, reverse=True)[:RECENT_DEPLOYS_MAX]
 
 
 @dataclass(frozen=True)
@@ -157,8 +165,7 @@ class DeployIntake:
         )
         await self.deploys.create(deploy_id, record)
         try:
-            if spec.supersedes:
-                await self._become_latest(app, deploy_id)
+            await self._record_on_app(app, deploy_id, latest=spec.supersedes)
             await self._publish_confirmed(work.subject, payload, msg_id)
         except BackendUnavailable:
             await self._mark(deploy_id, "failed", QUEUE_FAILED)
@@ -222,14 +229,19 @@ class DeployIntake:
             await self.bus.publish(earlier.subject, earlier.command, msg_id=earlier.msg_id)
         return deploy
 
-    async def _become_latest(self, app: str, deploy_id: str) -> None:
+    async def _record_on_app(self, app: str, deploy_id: str, *, latest: bool) -> None:
+        """One CAS write of the app record: the deploy joins `recent_deploys` and, for a
+        source deploy (`latest`), becomes `latest_deploy_id`; the previous latest, if
+        still pending or building, is then superseded."""
         previous: list[str | None] = [None]
 
         def change(record: AppRecord) -> AppRecord | None:
             if record.state == "destroyed":
                 return None
-            previous[0] = record.latest_deploy_id
-            record.latest_deploy_id = deploy_id
+            record.recent_deploys = remember_deploy(record.recent_deploys, deploy_id)
+            if latest:
+                previous[0] = record.latest_deploy_id
+                record.latest_deploy_id = deploy_id
             return record
 
         # Every deploy of an app writes this one record: under a burst of N concurrent

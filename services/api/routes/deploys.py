@@ -16,7 +16,7 @@ from services.api.source_deploys import Upload, submit_source_deploy
 from services.api.views import deploy_view
 from shared.bus.connection import UNAVAILABLE
 from shared.errors import BackendUnavailable, NotFoundError
-from shared.records import DeployRecord
+from shared.records import AppRecord, DeployRecord
 
 UPLOAD_TYPES = frozenset({"application/gzip", "application/x-tar+gzip", "application/x-gzip"})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -78,26 +78,30 @@ async def create_deploy(call: Call) -> web.StreamResponse:
                          headers={"Location": f"/v1/apps/{app}/deploys/{accepted.deploy.id}"})
 
 
-async def app_deploys(call: Call, app: str, limit: int) -> list[DeployRecord]:
-    """The app's newest deploys first; ids sort by creation time."""
-    keys = sorted(await call.ctx.deploys.keys(), reverse=True)
-    out: list[DeployRecord] = []
-    batch = 64
-    for start in range(0, len(keys), batch):
-        entries = await asyncio.gather(*(call.ctx.deploys.get(k)
-                                         for k in keys[start : start + batch]))
-        for entry in entries:
-            if entry is not None and entry.value.app == app:
-                out.append(entry.value)
-                if len(out) >= limit:
-                    return out
-    return out
+async def app_deploys(call: Call, app: AppRecord, limit: int) -> list[DeployRecord]:
+    """The app's newest deploys first, from the app record's `recent_deploys` (never a
+    scan of the deploy bucket; records written before that field existed list fewer).
+
+    Automatic rollbacks are created by the scheduler, not accepted here: each one is
+    listed beside the failed deploy that links it (`rollback.deploy_id`).
+    """
+    name = app.spec.name
+    ids = app.recent_deploys[:limit]
+    found = [e.value for e in await asyncio.gather(*(call.ctx.deploys.get(i) for i in ids))
+             if e is not None and e.value.app == name]
+    linked = {d.rollback.deploy_id for d in found
+              if d.rollback is not None and d.rollback.deploy_id} - set(ids)
+    found += [e.value for e in await asyncio.gather(*(call.ctx.deploys.get(i)
+                                                      for i in sorted(linked)))
+              if e is not None and e.value.app == name]
+    found.sort(key=lambda d: (d.created_at, d.id), reverse=True)
+    return found[:limit]
 
 
 async def list_deploys(call: Call) -> web.StreamResponse:
     entry = await call.load_app()
     limit = limit_of(call)
-    deploys = await app_deploys(call, entry.value.spec.name, limit)
+    deploys = await app_deploys(call, entry.value, limit)
     return json_response(DeployList(deploys=[deploy_view(d) for d in deploys]))
 
 
@@ -145,7 +149,8 @@ ROUTES = [
     ),
     RouteSpec("GET", "/v1/apps/{app}/deploys", list_deploys, "The app's deploys, newest first",
               responses={200: DeployList}, tag="deploys",
-              query=(("limit", "integer", "at most this many (1-500, default 50)"),)),
+              query=(("limit", "integer", "at most this many (1-500, default 50; an app "
+                                 "keeps its last 100)"),)),
     RouteSpec("GET", "/v1/apps/{app}/deploys/{id}", get_deploy, "A deploy's status and outcome",
               responses={200: DeployView}, tag="deploys"),
     RouteSpec("GET", "/v1/apps/{app}/builds/{id}/log", build_log,
