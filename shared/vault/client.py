@@ -57,10 +57,12 @@ _MIN_SCRUB_LEN = 3
 
 
 class SecretsWrite(TypedDict):
-    """Result of a write: the KV v2 version that now holds the app's secrets."""
+    """Result of a write: the KV v2 version that now holds the app's secrets, and the
+    key names in exactly that version (a later read could see a newer version)."""
 
     version: int
     previous_version: int  # equal to `version` when nothing changed
+    keys: list[str]
 
 
 class SecretMetadata(TypedDict):
@@ -192,9 +194,10 @@ class VaultClient:
             current, existing = self._read_latest(path, scrub)
             merged = {**existing, **updates}
             if current > 0 and merged == existing:
-                return SecretsWrite(version=current, previous_version=current)
+                return SecretsWrite(version=current, previous_version=current,
+                                    keys=sorted(merged))
             new = self._cas_write(path, merged, current, scrub)
-            return SecretsWrite(version=new, previous_version=current)
+            return SecretsWrite(version=new, previous_version=current, keys=sorted(merged))
 
         result = await asyncio.to_thread(self._with_cas_retry, f"write secrets of {app}", write)
         log.info(
@@ -206,24 +209,25 @@ class VaultClient:
         )
         return result
 
-    async def delete_secret(self, app: str, key: str) -> int:
-        """Remove `key` from the app's secrets; returns the new version.
+    async def delete_secret(self, app: str, key: str) -> SecretsWrite:
+        """Remove `key` from the app's secrets; returns the new version and its keys.
 
         Raises NotFoundError when the key is not set.
         """
         path = self._kv_path(app)
         _check_key(key)
 
-        def delete() -> int:
+        def delete() -> SecretsWrite:
             current, existing = self._read_latest(path, [])
             if key not in existing:
                 raise NotFoundError(f"secret {key} is not set for app {app}")
             remaining = {k: v for k, v in existing.items() if k != key}
-            return self._cas_write(path, remaining, current, list(existing.values()))
+            new = self._cas_write(path, remaining, current, list(existing.values()))
+            return SecretsWrite(version=new, previous_version=current, keys=sorted(remaining))
 
-        version = await asyncio.to_thread(self._with_cas_retry, f"delete secret of {app}", delete)
-        log.info("secret deleted", app=app, secret_name=key, version=version)
-        return version
+        result = await asyncio.to_thread(self._with_cas_retry, f"delete secret of {app}", delete)
+        log.info("secret deleted", app=app, secret_name=key, version=result["version"])
+        return result
 
     async def secret_metadata(self, app: str) -> SecretMetadata:
         """The current version and the sorted key names (`version` 0 = no secrets yet)."""

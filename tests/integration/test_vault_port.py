@@ -107,9 +107,10 @@ def _all_text(exc: BaseException) -> str:
 
 async def test_write_merges_and_keeps_unmentioned_keys(vault: VaultClient, app: str) -> None:
     first = await vault.write_secrets(app, {"DATABASE_URL": "postgres://a", "API_KEY": "k1"})
-    assert first == {"version": 1, "previous_version": 0}
+    assert first == {"version": 1, "previous_version": 0, "keys": ["API_KEY", "DATABASE_URL"]}
     second = await vault.write_secrets(app, {"API_KEY": "k2", "LOG_TOKEN": "t"})
-    assert second == {"version": 2, "previous_version": 1}
+    assert second == {"version": 2, "previous_version": 1,
+                      "keys": ["API_KEY", "DATABASE_URL", "LOG_TOKEN"]}
     meta = await vault.secret_metadata(app)
     assert meta == {"version": 2, "keys": ["API_KEY", "DATABASE_URL", "LOG_TOKEN"]}
 
@@ -117,17 +118,17 @@ async def test_write_merges_and_keeps_unmentioned_keys(vault: VaultClient, app: 
 async def test_rewriting_the_same_values_creates_no_version(vault: VaultClient, app: str) -> None:
     await vault.write_secrets(app, {"A": "1"})
     again = await vault.write_secrets(app, {"A": "1"})
-    assert again == {"version": 1, "previous_version": 1}
+    assert again == {"version": 1, "previous_version": 1, "keys": ["A"]}
     assert (await vault.secret_metadata(app))["version"] == 1
 
 
 async def test_delete_writes_a_version_without_the_key(vault: VaultClient, app: str) -> None:
     await vault.write_secrets(app, {"A": "1", "B": "2"})
-    version = await vault.delete_secret(app, "A")
-    assert version == 2
+    deleted = await vault.delete_secret(app, "A")
+    assert deleted == {"version": 2, "previous_version": 1, "keys": ["B"]}
     assert await vault.secret_metadata(app) == {"version": 2, "keys": ["B"]}
     last = await vault.delete_secret(app, "B")
-    assert await vault.secret_metadata(app) == {"version": last, "keys": []}
+    assert await vault.secret_metadata(app) == {"version": last["version"], "keys": []}
     with pytest.raises(NotFoundError, match="secret B is not set"):
         await vault.delete_secret(app, "B")
 
@@ -179,7 +180,7 @@ async def test_a_lost_cas_is_retried_with_a_fresh_read(
 
     monkeypatch.setattr(vault, "_read_latest", read_then_someone_else_writes)
     result = await vault.write_secrets(app, {"C": "3"})
-    assert result == {"version": 3, "previous_version": 2}
+    assert result == {"version": 3, "previous_version": 2, "keys": ["A", "B", "C"]}
     assert (await vault.secret_metadata(app))["keys"] == ["A", "B", "C"]
 
 

@@ -19,7 +19,7 @@ from services.api.views import deploy_view
 from shared.commands import ChangeSecrets
 from shared.errors import NotFoundError, SecretsUnavailable
 from shared.subjects import release_work_subject
-from shared.vault import VaultClient
+from shared.vault import SecretsWrite, VaultClient
 
 
 def vault_of(call: Call) -> VaultClient:
@@ -39,14 +39,13 @@ async def list_secrets(call: Call) -> web.StreamResponse:
 async def _submit_secrets_deploy(
     call: Call, app: str, description: str, write: object, fp: str,
 ) -> web.StreamResponse:
-    vault = vault_of(call)
-
     async def prepare(deploy_id: str) -> Work:
-        version = await write()  # type: ignore[operator]
-        meta = await vault.secret_metadata(app)
+        # The keys of exactly the version written: a read afterwards could already see
+        # a concurrent writer's newer version, and the release would pin a mismatch.
+        written: SecretsWrite = await write()  # type: ignore[operator]
         return Work(release_work_subject(app),
-                    ChangeSecrets(deploy_id=deploy_id, app=app, version=version,
-                                  keys=meta["keys"], description=description,
+                    ChangeSecrets(deploy_id=deploy_id, app=app, version=written["version"],
+                                  keys=written["keys"], description=description,
                                   created_by=call.principal.actor), "release")
 
     accepted = await call.ctx.intake.submit(
@@ -70,9 +69,8 @@ async def put_secrets(call: Call) -> web.StreamResponse:
     if len(description) > 200:
         description = description[:197] + "..."
 
-    async def write() -> int:
-        result = await vault.write_secrets(app, values)
-        return result["version"]
+    async def write() -> SecretsWrite:
+        return await vault.write_secrets(app, values)
 
     # Names only: even a hash of a weak secret value in KV could be guessed offline.
     fp = fingerprint("secrets", app, *sorted(values))
@@ -90,7 +88,7 @@ async def delete_secret(call: Call) -> web.StreamResponse:
     if key not in meta["keys"]:
         raise NotFoundError(f"secret {key} is not set for app {app}")
 
-    async def write() -> int:
+    async def write() -> SecretsWrite:
         return await vault.delete_secret(app, key)
 
     return await _submit_secrets_deploy(call, app, f"Unset secret {key}", write,
