@@ -58,6 +58,7 @@ import pytest
 from devstack.components.base import Component
 from devstack.components.service import SERVICES, ShamanService
 from devstack.images import build, push
+from devstack.ports import free_port
 from devstack.service_env import service_env
 from devstack.stack import ALL_COMPONENTS, Stack, StackConfig
 from shared import subjects
@@ -320,7 +321,13 @@ class SimStack(Client):
         wait_for(f"{service} to be gone", lambda: not component.is_running(), 10)
 
     def start(self, service: str, **env: str) -> None:
-        """Start a stopped service and wait until it is healthy; `env` only for this start."""
+        """Start a stopped service and wait until it is healthy; `env` only for this start.
+
+        It gets a new HTTP port: the stack's ports are free ports from the ephemeral range,
+        so while the service was down any outgoing connection on this machine may have
+        taken its old one as a local port (seen: "port ... is already in use").
+        """
+        self.extra_env[service]["SHAMAN_HTTP_ADDR"] = f"{self.config.host}:{free_port()}"
         base = dict(self.extra_env[service])
         self.extra_env[service].update(env)
         try:
@@ -331,7 +338,7 @@ class SimStack(Client):
             self.extra_env[service].update(base)
 
     def watcher_metric(self, name: str) -> float:
-        url = f"http://{self.config.http_addr('watcher')}/metrics"
+        url = f"{self.stack.component('watcher').http_base}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         for line in text.splitlines():
@@ -406,6 +413,16 @@ def of(events: list[dict[str, Any]], type_: str, deploy_id: str | None = None
             and (deploy_id is None or e["deploy_id"] == deploy_id)]
 
 
+def wait_for_event(client: Client, app: str, type_: str, deploy_id: str,
+                   timeout_s: float = 10.0) -> dict[str, Any]:
+    def published() -> dict[str, Any] | None:
+        found = of(client.timeline(app), type_, deploy_id)
+        return found[0] if found else None
+
+    return dict(wait_for(f"{type_} of {deploy_id} on the timeline", published, timeout_s,
+                         poll_s=0.1))
+
+
 def rollback_counts(client: Client, app: str, bad_id: str) -> dict[str, int]:
     """Rollbacks of `bad_id`, counted on the timeline, in the records and in Nomad."""
     events = client.timeline(app)
@@ -445,6 +462,8 @@ def assert_rolled_back_once(client: Client, v1: GoodV1, bad_id: str, *,
     app = v1.app
     bad = client.wait_deploy(app, bad_id, timeout_s)
     assert bad["status"] == "rolled_back", client.evidence(app, bad_id)
+    # The record is written first, then published (the watcher's outbox).
+    wait_for_event(client, app, "deploy.finished", bad_id)
     rollback_id = f"{bad_id}-rollback"
     history = [h["status"] for h in bad["history"]]
     assert history.index("failed") < history.index("rolled_back"), history
@@ -484,6 +503,11 @@ def assert_rolled_back_once(client: Client, v1: GoodV1, bad_id: str, *,
     assert succeeded["new_release"] == rollback["release"], succeeded
     [rollback_finished] = of(events, "deploy.finished", rollback_id)
     assert rollback_finished["status"] == "healthy", rollback_finished
+    # In the documented order (docs/events.md, "A deploy's life on the timeline").
+    story = [e["type"] for e in events if e["deploy_id"] == bad_id and e["type"] in (
+        "rollout.failed", "rollback.started", "rollback.succeeded", "deploy.finished")]
+    assert story == ["rollout.failed", "rollback.started", "rollback.succeeded",
+                     "deploy.finished"], story
 
     def exactly_once() -> bool:
         counts = rollback_counts(client, app, bad_id)
@@ -533,6 +557,8 @@ def record_figures(client: Client, case: str, v1: GoodV1, bad_id: str,
     figure: dict[str, Any] = {
         "origin": ("first Terminated" if crashes else "first Alloc Unhealthy" if unhealthy
                    else "rollout.failed"),
+        # With one instance, the fail-fast evidence (2 failures) is complete only here.
+        "second_crash_s": since(sorted(crashes)[1] if len(crashes) > 1 else None),
         "rollout.failed_s": since(failed_at),
         "rollback.started_s": since(event_time("rollback.started", bad_id)),
         "previous_running_s": since(min(started) if started else None),
@@ -647,6 +673,9 @@ class TestSimulated:
         assert bad["status"] == "failed", sim.evidence(v1.app, bad_id)
         assert bad["rollback"] is None, bad
         assert "exited with code 1" in bad["reason"], bad["reason"]
+        # The record is written first, then published (the watcher's outbox).
+        finished = wait_for_event(sim, v1.app, "deploy.finished", bad_id)
+        assert finished["status"] == "failed", finished
 
         def nothing_rolled_back() -> bool:
             counts = rollback_counts(sim, v1.app, bad_id)
@@ -659,8 +688,6 @@ class TestSimulated:
             return True
 
         stays("no rollback for an app with auto_rollback off", nothing_rolled_back, HOLD_S)
-        [finished] = of(sim.timeline(v1.app), "deploy.finished", bad_id)
-        assert finished["status"] == "failed", finished
         assert sim.app(v1.app)["state"] == "failed"
 
     def test_watcher_sigkilled_mid_rollout(self, sim: SimStack) -> None:
@@ -698,6 +725,8 @@ class TestSimulated:
             component = sim.stack.component("watcher")
             wait_for("the watcher to exit at its crashpoint", lambda: not component.is_running(),
                      30)
+            log = (sim.home / "logs" / "watcher.log").read_text(errors="replace")
+            assert '"point": "after_outcome"' in log, "the watcher died elsewhere"
             bad = sim.deploy(v1.app, bad_id)
             assert bad["status"] == "failed" and bad["rollback"] is not None, bad
         finally:
