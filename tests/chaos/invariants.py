@@ -22,7 +22,8 @@ The invariants (docs/chaos.md explains why each holds by design):
    (reliability.md scenario 5) and has its `rollout.submitted` on the timeline.
 3. **No rollback twice.** At most one `rollback.started` per deploy, at most one
    automatic rollback deploy (and release) per failed deploy, and a rollback never gets
-   a rollback of its own.
+   a rollback of its own. (Also: no `drift.detected`, since nothing outside Shaman
+   touches a job in these runs, every drift report is a false one.)
 4. **No secret marker in any sink**: captured messages, stream contents (KV history
    included), API responses, Nomad job JSON, every log file under the stack home.
 5. **The api never answers 500**, and while NATS was down it answered 503 with
@@ -113,6 +114,7 @@ def check(run: RunData) -> Verdict:
     _one_outcome(deploys, finished, verdict)
     _versions(run, deploys, verdict)
     _rollbacks(run, deploys, verdict)
+    _no_drift(run, verdict)
     _api_answers(run.history, run.apps, verdict)
     _zombies(run.history, deploys, run.apps, verdict)
     if run.markers:
@@ -303,6 +305,16 @@ def _rollbacks(run: RunData, deploys: dict[str, DeployRecord], verdict: Verdict)
             verdict.add("rollback", deploy_id, "a rollback deploy requested a rollback itself")
         if deploy_id.endswith("-rollback-rollback"):
             verdict.add("rollback", deploy_id, "a rollback of a rollback exists")
+
+
+def _no_drift(run: RunData, verdict: Verdict) -> None:
+    """Nobody edits Nomad jobs by hand in a chaos run: every drift report is a false one."""
+    for event in run.snapshot.timeline:
+        if event.get("type") == "drift.detected" and event.get("app") in run.apps:
+            verdict.add("drift", str(event.get("app")),
+                        f"drift.detected for release v{event.get('release')} (deploy "
+                        f"{event.get('deploy_id') or '-'}): {event.get('description')!r}, "
+                        "but nothing outside Shaman touched the job")
 
 
 # -- 4. secrets ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import nats
 from nats.aio.client import Client
+from nats.js.api import PubAck
 
 from shared import subjects
 from shared.bus import TypedKV
@@ -55,7 +56,12 @@ APP_DEFAULTS: dict[str, Any] = {
     "auto_rollback": True,
 }
 
-BadMode = Literal["crash", "checks"]
+BadMode = Literal["crash", "checks", "hang"]
+_BAD_EFFECTS: dict[str, dict[str, Any]] = {
+    "crash": {"crash_on_start": 1},  # the task exits with 1 right after it starts
+    "checks": {"checks": "failing"},  # runs, but its HTTP check never passes
+    "hang": {"hang": True},  # never starts (stuck pulling, say)
+}
 _names = itertools.count(1)
 
 
@@ -75,8 +81,11 @@ class World:
         self._deploys: TypedKV[DeployRecord] | None = None
         self._exit = contextlib.AsyncExitStack()
         self.last_verdict: Verdict | None = None
+        self._log_offsets: dict[Path, int] = {}
 
     async def __aenter__(self) -> World:
+        # Service logs accumulate over a module: scenarios read only what follows this.
+        self._log_offsets = {p: p.stat().st_size for p in self.stack.log_files()}
         try:
             await self._exit.enter_async_context(self.client)
             await self._exit.enter_async_context(self.nomad)
@@ -149,9 +158,7 @@ class World:
         scenarios call it when the app has no rollout in flight.
         """
         version = await self.next_job_version(app)
-        effect: dict[str, Any] = ({"crash_on_start": 1} if mode == "crash"
-                                  else {"checks": "failing"})
-        await self.nomad.behave(job=app, job_version=version, **effect)
+        await self.nomad.behave(job=app, job_version=version, **_BAD_EFFECTS[mode])
         self.fault("bad-release", app, f"job version {version}: {mode}")
         return version
 
@@ -169,6 +176,19 @@ class World:
             js = self._nc.jetstream(timeout=5)
             self._deploys = TypedKV(await js.key_value(subjects.KV_DEPLOYS), DeployRecord)
         return self._deploys
+
+    async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None,
+                      headers: dict[str, str] | None = None) -> PubAck:
+        """Publish into a stream as any NATS client could (duplicates, poison)."""
+        await self.deploys_kv()
+        assert self._nc is not None
+        hdrs = dict(headers or {})
+        if msg_id is not None:
+            hdrs["Nats-Msg-Id"] = msg_id
+        ack = await self._nc.jetstream(timeout=5).publish(subject, data, headers=hdrs or None)
+        self.fault("publish", subject, f"msg id {msg_id}: {data[:120]!r} → seq {ack.seq}"
+                   f"{' (duplicate)' if ack.duplicate else ''}")
+        return ack
 
     async def record(self, deploy_id: str) -> DeployRecord | None:
         kv = await self.deploys_kv()
@@ -255,6 +275,12 @@ class World:
         await asyncio.to_thread(self.stack.start, name, **env)
         self.fault("started", name)
 
+    async def add_builder(self, name: str = "builder-2") -> None:
+        """Start a second builder copy (it shares the `builders` durable)."""
+        self.fault("start", name, "a second builder copy")
+        await asyncio.to_thread(self.stack.add_builder, name)
+        self.fault("started", name)
+
     async def restart(self, name: str, **env: str) -> None:
         await self.kill(name)
         await self.start(name, **env)
@@ -264,6 +290,25 @@ class World:
         await wait_for(lambda: not self.stack.running(name), timeout,
                        f"{name} to reach its crash point and exit")
         self.fault("crashed", name, "crash point reached")
+
+    def log_lines(self, service: str) -> list[str]:
+        """The service's log lines written since this world started."""
+        path = self.stack.component(service).log_path
+        try:
+            with path.open("rb") as log:
+                log.seek(self._log_offsets.get(path, 0))
+                return log.read().decode(errors="replace").splitlines()
+        except OSError:
+            return []
+
+    async def stack_log_has(self, service: str, *parts: str, timeout: float = 30.0) -> str:
+        """Wait for a line of the service's log holding every one of `parts`."""
+
+        def found() -> str | None:
+            return next((line for line in self.log_lines(service)
+                         if all(p in line for p in parts)), None)
+
+        return await wait_for(found, timeout, f"{service} log line with {parts}")
 
     # -- the verdict -------------------------------------------------------------------------
 
