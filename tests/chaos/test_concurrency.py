@@ -32,7 +32,7 @@ async def test_concurrent_deploys_of_one_app_latest_wins(world: World) -> None:
     snap = await world.snapshot()
     winner = snap.apps[app].latest_deploy_id
     ids = {op.deploy_id for op in ops}
-    assert winner in ids
+    assert winner is not None and winner in ids
     outcomes = {d: snap.deploys[d].status for d in ids if d is not None}
     assert outcomes[winner] == "healthy", outcomes
     accepted_seq = {e["deploy_id"]: e["_seq"] for e in snap.timeline

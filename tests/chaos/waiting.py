@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -13,9 +13,7 @@ T = TypeVar("T")
 POLL_S = 0.05  # how often the condition is evaluated, not a wait for anything
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[T | None] | T | None], timeout: float, what: str
-) -> T:
+async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     """Evaluate `predicate` (sync or async) until it returns something truthy; fail after
     `timeout` seconds with `what` and the last value seen."""
     deadline = time.monotonic() + timeout
@@ -25,7 +23,7 @@ async def wait_for(
         if inspect.isawaitable(last):
             last = await last
         if last:
-            return last  # type: ignore[no-any-return]
+            return last
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
         await asyncio.sleep(POLL_S)
