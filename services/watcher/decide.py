@@ -35,11 +35,11 @@ from services.watcher.failures import Evidence, gather_evidence
 from services.watcher.nomad_model import Allocation, Deployment, parse_time
 from services.watcher.notes import (
     STEP_FAILED,
-    STEP_FINISHED,
     STEP_HEALTHY,
     STEP_ROLLBACK_COMMAND,
     STEP_ROLLBACK_STARTED,
     DeployNotes,
+    step_finished,
 )
 from shared.events.rollout import GroupProgress
 from shared.records import AppRecord, DeployRecord
@@ -204,7 +204,7 @@ def failed_outbox_done(deploy: DeployRecord, notes: DeployNotes) -> bool:
     if deploy.rollback is not None and deploy.rollback.outcome is None:
         return notes.all_done(STEP_ROLLBACK_COMMAND, STEP_ROLLBACK_STARTED)
     if deploy.rollback is None:
-        return notes.done(STEP_FINISHED)
+        return notes.done(step_finished(deploy.status))
     return True  # the rollback's outcome is settled by resolve_rollback
 
 
@@ -232,7 +232,7 @@ def decide(obs: Observation, policy: Policy) -> Decision:
 
     if dep.Status == "successful":
         if status == "deploying" or (
-            status == "healthy" and not obs.notes.all_done(STEP_HEALTHY, STEP_FINISHED)
+            status == "healthy" and not obs.notes.all_done(STEP_HEALTHY, step_finished("healthy"))
         ):
             actions.append(MarkHealthy())
             return Decision(actions)

@@ -28,12 +28,21 @@ from shared.subjects import kv_key
 # Outbox steps, also the suffix of each publish's Nats-Msg-Id (`<deploy_id>:<step>`).
 STEP_HEALTHY = "healthy"
 STEP_FAILED = "failed"
-STEP_FINISHED = "finished"
 STEP_ROLLBACK_COMMAND = "rollback"
 STEP_ROLLBACK_STARTED = "rollback.started"
 STEP_ROLLBACK_SUCCEEDED = "rollback.succeeded"
 STEP_ROLLBACK_FAILED = "rollback.failed"
-STEP_SUPERSEDED = "superseded"
+
+
+def step_finished(status: str) -> str:
+    """The outbox step of `deploy.finished` with this status.
+
+    One per status, not one per deploy: a deploy that went healthy (`deploy.finished`
+    healthy) can still crash-loop and end `rolled_back` or `failed`, and that later
+    outcome must reach the timeline too, with a message id JetStream does not drop as a
+    duplicate of the first.
+    """
+    return f"finished.{status}"
 
 
 class DeployNotes(msgspec.Struct, kw_only=True):

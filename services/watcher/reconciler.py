@@ -49,16 +49,15 @@ from services.watcher.nomad_checks import AllocationChecks
 from services.watcher.nomad_model import Allocation, Deployment, JobVersion, convert
 from services.watcher.notes import (
     STEP_FAILED,
-    STEP_FINISHED,
     STEP_HEALTHY,
     STEP_ROLLBACK_COMMAND,
     STEP_ROLLBACK_FAILED,
     STEP_ROLLBACK_STARTED,
     STEP_ROLLBACK_SUCCEEDED,
-    STEP_SUPERSEDED,
     DeployNotes,
     msg_id,
     rollback_pending_key,
+    step_finished,
 )
 from services.watcher.outbox import Outbox
 from shared.bus import TypedKV
@@ -255,11 +254,11 @@ class Reconciler:
             since = healthy_since(deploy)
             in_window = since is not None and (
                 (_now() - since).total_seconds() < self.policy.crash_loop_window_s)
-            return not in_window and notes.all_done(STEP_HEALTHY, STEP_FINISHED)
+            return not in_window and notes.all_done(STEP_HEALTHY, step_finished("healthy"))
         if deploy.rollback is not None and deploy.rollback.outcome is None:
             return False
         if deploy.status in ("failed", "rolled_back"):
-            return notes.done(STEP_FINISHED) or dep.Status == "cancelled"
+            return notes.done(step_finished(deploy.status)) or dep.Status == "cancelled"
         return True
 
     # -- actions ------------------------------------------------------------------------
@@ -370,7 +369,7 @@ class Reconciler:
             app=current.app, deploy_id=current.id, release=release,
             nomad_deployment_id=dep.ID,
         ))
-        await self.outbox.publish_event_once(notes, STEP_FINISHED, DeployFinished(
+        await self.outbox.publish_event_once(notes, step_finished("healthy"), DeployFinished(
             app=current.app, deploy_id=current.id, status="healthy", release=release,
             duration_s=_duration(current),
         ))
@@ -494,7 +493,7 @@ class Reconciler:
                 reason=current.rollback.reason,
             ))
         elif current.rollback is None:
-            await self.outbox.publish_event_once(notes, STEP_FINISHED, DeployFinished(
+            await self.outbox.publish_event_once(notes, step_finished("failed"), DeployFinished(
                 app=current.app, deploy_id=current.id, status="failed",
                 release=current.release, reason=current.reason, duration_s=_duration(current),
             ))
@@ -557,7 +556,7 @@ class Reconciler:
         log.info("deploy ended by nomad", app=deploy.app, deploy_id=deploy.id,
                  status=action.status, reason=action.reason)
         notes = await self.outbox.read(deploy.id)
-        await self.outbox.publish_event_once(notes, STEP_SUPERSEDED, DeployFinished(
+        await self.outbox.publish_event_once(notes, step_finished(action.status), DeployFinished(
             app=deploy.app, deploy_id=deploy.id, status=action.status,
             release=deploy.release, reason=action.reason, duration_s=_duration(entry.value),
         ))
@@ -606,7 +605,7 @@ class Reconciler:
             await self._redrive_rollback(parent, child, notes)
             return
         await self._publish_rollback_outcome(parent, child, notes)
-        if notes.all_done(STEP_FINISHED):
+        if notes.done(step_finished(parent.status)):
             await self.pending.delete(rollback_pending_key(deploy_id))
 
     async def _redrive_rollback(
@@ -655,7 +654,7 @@ class Reconciler:
                 original_reason=rollback.reason,
             ))
             await self._set_app_state(parent, "failed")
-        await self.outbox.publish_event_once(notes, STEP_FINISHED, DeployFinished(
+        await self.outbox.publish_event_once(notes, step_finished(parent.status), DeployFinished(
             app=parent.app, deploy_id=parent.id, status=parent.status,
             release=parent.release, reason=parent.reason, duration_s=_duration(parent),
         ))

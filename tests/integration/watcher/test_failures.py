@@ -154,6 +154,27 @@ async def test_crash_loop_after_healthy_is_rolled_back(harness: Harness) -> None
     [command] = await wait_for(lambda: _rollbacks(h), 10, "rollback")
     assert command.to_version == 1
     assert (await h.app_record()).last_healthy_release == 1
+    # the scheduler executes the rollback; the restored release runs fine
+    h.behave(exit_code=0, exit_after_s=3600)
+    await h.seed_deploy("d-loop-rollback", 3, kind="rollback", automatic=True,
+                        rollback_for="d-loop")
+    h.register("d-loop-rollback", 3, marker="1")
+    await h.wait_status("d-loop", "rolled_back")
+
+    async def finished_rolled_back() -> list[str] | None:
+        mine: list[str] = [e.status for e in await h.events("deploy.finished")
+                if isinstance(e, DeployFinished) and e.deploy_id == "d-loop"]
+        return mine if mine and mine[-1] == "rolled_back" else None
+
+    # The timeline's last word on the deploy is its final status, each status said once.
+    statuses = await wait_for(finished_rolled_back, 10, "deploy.finished rolled_back")
+    assert statuses == ["healthy", "rolled_back"]
+
+    async def once_per_status() -> bool:
+        return [e.status for e in await h.events("deploy.finished")
+                if isinstance(e, DeployFinished) and e.deploy_id == "d-loop"] == statuses
+
+    await stays(once_per_status, 1.5, "one deploy.finished per status (relists included)")
 
 
 async def test_newer_version_supersedes_a_running_rollout(harness: Harness) -> None:

@@ -15,13 +15,13 @@ from services.watcher.decide import (
 )
 from services.watcher.notes import (
     STEP_FAILED,
-    STEP_FINISHED,
     STEP_HEALTHY,
     STEP_ROLLBACK_COMMAND,
     STEP_ROLLBACK_STARTED,
     DeployNotes,
+    step_finished,
 )
-from shared.records import RollbackState
+from shared.records import RollbackState, StatusChange
 
 from .builders import (
     NOW,
@@ -35,6 +35,8 @@ from .builders import (
     healthy_record,
     observe,
 )
+
+FINISHED_HEALTHY = step_finished("healthy")
 
 
 def kinds(decision: object) -> list[str]:
@@ -59,7 +61,7 @@ def test_successful_deployment_makes_the_deploy_healthy() -> None:
 
 
 def test_replayed_success_after_outcome_and_publishes_does_nothing() -> None:
-    notes = DeployNotes(deploy_id="d-1", published=[STEP_HEALTHY, STEP_FINISHED])
+    notes = DeployNotes(deploy_id="d-1", published=[STEP_HEALTHY, FINISHED_HEALTHY])
     obs = observe(deployment("successful", healthy=1), [alloc(healthy=True)],
                   deploy=healthy_record(NOW - timedelta(hours=1)), notes=notes)
     assert decide(obs, POLICY).actions == []
@@ -212,6 +214,23 @@ def test_failed_and_fully_published_deploy_gives_nothing_on_replay() -> None:
     assert decide(observe(deployment("failed"), deploy=rec, notes=notes), POLICY).actions == []
 
 
+def test_crash_loop_without_rollback_still_owes_its_failed_finish() -> None:
+    # Healthy first (deploy.finished healthy published), then crash-looped with no
+    # rollback: `deploy.finished` failed is a different step and must still go out.
+    went_healthy = NOW - timedelta(seconds=60)
+    rec = deploy_record("failed", history=[
+        StatusChange(status="healthy", time=went_healthy),
+        StatusChange(status="failed", time=NOW, reason="crash-looping")])
+    notes = DeployNotes(deploy_id="d-1",
+                        published=[STEP_HEALTHY, FINISHED_HEALTHY, STEP_FAILED])
+    d = decide(observe(deployment("successful"), deploy=rec, notes=notes,
+                       app=app_record(auto_rollback=False)), POLICY)
+    assert kinds(d) == ["MarkFailed"]
+    done = DeployNotes(deploy_id="d-1", published=[*notes.published, step_finished("failed")])
+    assert decide(observe(deployment("successful"), deploy=rec, notes=done,
+                          app=app_record(auto_rollback=False)), POLICY).actions == []
+
+
 def test_failed_but_rollback_not_published_is_finished_keeping_the_first_target() -> None:
     rec = deploy_record("failed", rollback=RollbackState(
         requested_at=NOW, reason="x", to_release=1, deploy_id="d-1-rollback"))
@@ -270,7 +289,7 @@ def test_crash_loop_within_window_after_healthy_rolls_back_to_previous() -> None
     went_healthy = NOW - timedelta(seconds=60)
     events = crash(went_healthy - timedelta(seconds=30)) + crash(NOW - timedelta(seconds=5)) + \
         crash(NOW)
-    notes = DeployNotes(deploy_id="d-1", published=[STEP_HEALTHY, STEP_FINISHED],
+    notes = DeployNotes(deploy_id="d-1", published=[STEP_HEALTHY, FINISHED_HEALTHY],
                         previous_healthy=1, previous_healthy_known=True)
     app = app_record(last_healthy=2)  # this release went healthy
     d = decide(observe(deployment("successful", healthy=1), [alloc(events, healthy=True)],
@@ -284,7 +303,7 @@ def test_crash_loop_within_window_after_healthy_rolls_back_to_previous() -> None
 
 def test_one_crash_after_healthy_is_not_a_crash_loop() -> None:
     went_healthy = NOW - timedelta(seconds=60)
-    notes = DeployNotes(deploy_id="d-1", published=[STEP_HEALTHY, STEP_FINISHED])
+    notes = DeployNotes(deploy_id="d-1", published=[STEP_HEALTHY, FINISHED_HEALTHY])
     d = decide(observe(deployment("successful"), [alloc(crash(NOW), healthy=True)],
                        deploy=healthy_record(went_healthy), notes=notes), POLICY)
     assert d.actions == []
@@ -292,7 +311,7 @@ def test_one_crash_after_healthy_is_not_a_crash_loop() -> None:
 
 def test_crashes_after_the_window_are_not_rolled_back() -> None:
     went_healthy = NOW - timedelta(seconds=301)
-    notes = DeployNotes(deploy_id="d-1", published=[STEP_HEALTHY, STEP_FINISHED])
+    notes = DeployNotes(deploy_id="d-1", published=[STEP_HEALTHY, FINISHED_HEALTHY])
     events = crash(NOW - timedelta(seconds=1)) + crash(NOW)
     d = decide(observe(deployment("successful"), [alloc(events, healthy=True)],
                        deploy=healthy_record(went_healthy), notes=notes), POLICY)
