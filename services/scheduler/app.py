@@ -121,6 +121,7 @@ class SchedulerApp:
         self.reconciler = Reconciler(
             self.bus, self.stores, self.nomad, JobRenderer(render_settings(s)),
             nomad_retry_deadline_s=s.nomad_retry_deadline_s, crashpoints=crashpoints,
+            stale_requeue_s=s.requeue_initial_s,
         )
         self.queue = WorkQueue(
             self.reconciler.reconcile,

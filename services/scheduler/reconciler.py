@@ -14,6 +14,13 @@ the deploy record's CAS decides) and publishes `rollout.submitted` (deduplicated
 msg id). A job changed or stopped outside Shaman is put back and reported as
 `drift.detected`. An app marked destroyed has its job purged.
 
+A pass that read the desired state before another copy of the scheduler moved it on
+must not undo that copy's work. Release numbers only grow (rollbacks make new ones), so
+a job carrying a newer release of this app (one whose release record exists with the
+job's deploy id) is never replaced by an older one; and the app record is read again
+right before registering. Either way the pass registers nothing and is requeued
+(`stale_requeue_s`) to start over from fresh reads.
+
 Failures: a Nomad or NATS hiccup (TemporaryError) propagates, and the work queue
 retries the pass with capped backoff; past `nomad_retry_deadline_s` since the deploy
 was accepted, a deploy still waiting to be submitted ends `failed` with the reason.
@@ -34,7 +41,13 @@ from typing import Any
 from services.scheduler import metrics
 from services.scheduler.crashpoints import Crashpoints
 from services.scheduler.drift import drift_reason
-from services.scheduler.renderer import META_APP, JobRenderer, RenderError
+from services.scheduler.renderer import (
+    META_APP,
+    META_DEPLOY,
+    META_RELEASE,
+    JobRenderer,
+    RenderError,
+)
 from services.scheduler.store import Stores, fail_deploy
 from services.scheduler.workqueue import Result
 from shared.bus import Bus
@@ -57,8 +70,10 @@ class Reconciler:
         *,
         nomad_retry_deadline_s: float,
         crashpoints: Crashpoints | None = None,
+        stale_requeue_s: float = 0.2,
     ) -> None:
         self.crashpoints = crashpoints or Crashpoints()
+        self.stale_requeue_s = stale_requeue_s
         self.bus = bus
         self.stores = stores
         self.nomad = nomad
@@ -70,6 +85,8 @@ class Reconciler:
         outcome = "error"
         try:
             outcome = await self._reconcile(app_name)
+            if outcome == "stale":
+                return Result(requeue_after=self.stale_requeue_s)
             return Result()
         finally:
             metrics.RECONCILE_PASSES.labels(outcome=outcome).inc()
@@ -154,6 +171,8 @@ class Reconciler:
         must_register = actual is None or stopped or diff_type != "None"
         drift = drift_reason(desired, actual, diff_type, submitted=submitted)
 
+        if must_register and await self._stale(app, release, actual):
+            return "stale"
         if must_register:
             enforce = int(plan.get("JobModifyIndex") or 0)
             answer = await self.nomad.register_job(desired, enforce_index=enforce)
@@ -183,6 +202,39 @@ class Reconciler:
                 actual if outcome == "unchanged" else None,
             )
         return outcome
+
+    async def _stale(self, app: AppRecord, release: ReleaseRecord,
+                     actual: dict[str, Any] | None) -> bool:
+        """Was the desired state read before another writer moved it on?
+
+        Checked only before a register, so it costs nothing on the usual no-op pass.
+        """
+        name = app.spec.name
+        meta = (actual or {}).get("Meta") or {}
+        if meta.get(META_APP) == name:
+            try:
+                running = int(meta.get(META_RELEASE) or 0)
+            except ValueError:
+                running = 0
+            if running > release.version:
+                # Only a job that really carries that newer release of this app counts:
+                # meta edited by hand, or left from an earlier app of the same name,
+                # must not keep the current release off Nomad forever.
+                newer = await self.stores.releases.get(release_key(name, running))
+                if newer is not None and newer.value.deploy_id == meta.get(META_DEPLOY):
+                    log.info("stale pass: the job runs a newer release; requeued",
+                             app=name, release=release.version, job_release=running)
+                    return True
+        fresh = await self.stores.apps.get(name)
+        if fresh is not None and (
+            fresh.value.current_release != app.current_release
+            or fresh.value.state != app.state
+            or fresh.value.spec != app.spec
+        ):
+            log.info("stale pass: the app changed since it was read; requeued", app=name,
+                     release=release.version, current_release=fresh.value.current_release)
+            return True
+        return False
 
     async def _record_submission(
         self,
