@@ -69,15 +69,24 @@ def git_commit() -> str:
     return done.stdout.strip()
 
 
-class Run:
-    """Raw results of each phase, and what was skipped or failed."""
+FULL_PHASES = ("makerun", "accept", "e2e", "localnomad", "builder")
 
-    def __init__(self) -> None:
+
+class Run:
+    """Raw results of each phase, and what was skipped or failed.
+
+    `save` is called after every phase, so a run that dies late still leaves what it
+    measured.
+    """
+
+    def __init__(self, save: Callable[[Run], None] | None = None) -> None:
         self.raw: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
+        self.save = save
 
-    def phase(self, name: str, fn: Callable[[], Any]) -> Any:
+    def phase(self, name: str, fn: Callable[[], Any], keep: bool = True) -> Any:
+        """Run one phase; its result goes into the report unless `keep` is false."""
         log(f"{name} ...")
         started = time.perf_counter()
         try:
@@ -85,10 +94,46 @@ class Run:
         except Exception as exc:
             self.errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
             log(f"{name} failed: {exc}\n{traceback.format_exc()}")
-            return None
-        self.raw[name] = result
-        log(f"{name} done in {time.perf_counter() - started:.0f}s")
+            result = None
+        else:
+            if keep:
+                self.raw[name] = result
+            log(f"{name} done in {time.perf_counter() - started:.0f}s")
+        if self.save is not None:
+            self.save(self)
         return result
+
+
+class Writer:
+    """Writes results.json and results.md (full runs), merging with an earlier file."""
+
+    def __init__(self, out: Path, meta: dict[str, Any], merge: bool) -> None:
+        self.out = out
+        self.meta = meta
+        self.base: dict[str, Any] = {}
+        if merge and out.exists():
+            self.base = json.loads(out.read_text())
+
+    def results(self, run: Run) -> tuple[dict[str, Any], list[Figure]]:
+        raw = {**self.base.get("raw", {}), **run.raw}
+        errors = {k: v for k, v in self.base.get("errors", {}).items() if k not in run.raw}
+        errors.update(run.errors)
+        skipped = {k: v for k, v in self.base.get("skipped", {}).items()
+                   if k not in run.raw and k not in run.errors}
+        skipped.update(run.skipped)
+        meta = dict(self.meta, load_after=load_average(),
+                    duration_s=round(time.perf_counter() - self.meta["t0"], 1))
+        meta.pop("t0")
+        if self.base:
+            meta["merged_into"] = self.base.get("meta", {})
+        figs = figures(raw)
+        return results_json(meta, figs, raw, skipped, errors), figs
+
+    def __call__(self, run: Run) -> None:
+        results, figs = self.results(run)
+        # default=str: a value the benches did not expect must never lose a run's figures.
+        self.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        self.out.with_suffix(".md").write_text(markdown_report(results, figs))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,14 +142,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="under a minute; print JSON only")
     parser.add_argument("--out", type=Path, default=HERE / "results.json",
                         help="results file (full runs; the Markdown goes beside it)")
+    parser.add_argument("--only", default=",".join(FULL_PHASES),
+                        help=f"full runs: comma-separated phases of {', '.join(FULL_PHASES)} "
+                             "(makerun includes the restore benchmark)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other phases' results already in --out")
     args = parser.parse_args(argv)
+    only = {p.strip() for p in args.only.split(",") if p.strip()}
+    if only - set(FULL_PHASES):
+        parser.error(f"unknown phases: {', '.join(sorted(only - set(FULL_PHASES)))}")
     from shared.logging import configure_logging
 
     configure_logging("warning", "console", "bench")
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    load_before = load_average()
-    t0 = time.perf_counter()
-    run = Run()
+    meta = {
+        "command": "python -m bench" + (" --quick" if args.quick else "")
+        + (f" --only {args.only}" if only != set(FULL_PHASES) and not args.quick else ""),
+        "quick": args.quick, "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "load_before": load_average(), "t0": time.perf_counter(),
+    }
+    writer = Writer(args.out, meta, merge=args.merge and not args.quick)
+    run = Run(save=None if args.quick else writer)
     # Anything a library prints must not end up in the one JSON object on stdout.
     with contextlib.redirect_stdout(sys.stderr), \
             tempfile.TemporaryDirectory(prefix="shaman-bench-") as tmp:
@@ -112,23 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             quick_phases(run, work)
         else:
-            full_phases(run, work)
-    meta = {
-        "command": "python -m bench" + (" --quick" if args.quick else ""),
-        "quick": args.quick, "started": started_at, "commit": git_commit(),
-        "cpus": os.cpu_count(), "python": platform.python_version(),
-        "load_before": load_before, "load_after": load_average(),
-        "duration_s": round(time.perf_counter() - t0, 1),
-    }
-    figs = figures(run.raw)
-    results = results_json(meta, figs, run.raw, run.skipped, run.errors)
-    markdown = markdown_report(results, figs)
+            full_phases(run, work, only)
+    results, figs = writer.results(run)
     if args.quick:
-        print(json.dumps(results))
+        print(json.dumps(results, default=str))
     else:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown)
-        print(markdown)
+        writer(run)
+        print(markdown_report(results, figs))
         log(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
@@ -145,28 +193,37 @@ def quick_phases(run: Run, work: Path) -> None:
         "makerun": "--quick: podman, minutes"})
 
 
-def full_phases(run: Run, work: Path) -> None:
+def full_phases(run: Run, work: Path, only: set[str]) -> None:
     from bench import accept_bench, e2e_bench, makerun_bench, restore_bench
 
-    makerun = run.phase("makerun", lambda: makerun_bench.run(work / "makerun"))
-    target = baseline = None
+    for name in set(FULL_PHASES) - only:
+        run.skipped[name] = "not selected (--only)"
+    makerun = target = baseline = None
+    if "makerun" in only:
+        makerun = run.phase("makerun", lambda: makerun_bench.run(work / "makerun"))
     if makerun is not None:
-        target = run.phase("restore_setup", lambda: restore_setup(work / "makerun"))
+        target = run.phase("restore_setup", lambda: restore_setup(work / "makerun"), keep=False)
         if target is not None:
             baseline = restore_bench.Baseline(target, "restore-template", "nomaddefault-0",
                                               timeout_s=1200)
             baseline.start()
     try:
-        run.phase("accept", lambda: asyncio.run(accept_bench.run(work / "accept", quick=False)))
-        run.phase("e2e", lambda: asyncio.run(e2e_bench.run(work / "e2e", quick=False)))
-        run.phase("localnomad", lambda: run_json_command("bench.localnomad_bench", [], 600))
-        run.phase("builder", lambda: run_json_command(
-            "bench.builder_bench", ["--builds", "10"], 1800))
+        if "accept" in only:
+            run.phase("accept",
+                      lambda: asyncio.run(accept_bench.run(work / "accept", quick=False)))
+        if "e2e" in only:
+            run.phase("e2e", lambda: asyncio.run(e2e_bench.run(work / "e2e", quick=False)))
+        if "localnomad" in only:
+            run.phase("localnomad", lambda: run_json_command("bench.localnomad_bench", [], 600))
+        if "builder" in only:
+            run.phase("builder", lambda: run_json_command(
+                "bench.builder_bench", ["--builds", "10"], 1800))
         if target is not None:
-            run.phase("restore", lambda: restore_trials(target, 3))
-            if baseline is not None:
+            trials = run.phase("restore", lambda: restore_trials(target, 3))
+            if baseline is not None and trials is not None:
                 log("restore: waiting for Nomad's default policy (its progress deadline) ...")
-                run.raw.setdefault("restore", {})["nomad_default"] = baseline.finish()
+                trials["nomad_default"] = baseline.finish()
+                run.phase("restore", lambda: trials)
     finally:
         if makerun is not None:
             with contextlib.suppress(Exception):
