@@ -16,6 +16,7 @@ from typing import Literal
 
 import msgspec
 
+from shared.commands import BuildRequested
 from shared.events.base import now
 from shared.events.deploy import TERMINAL_STATUSES, DeployStatus, GitRef
 
@@ -154,6 +155,12 @@ class DeployRecord(msgspec.Struct, kw_only=True):
     rollback_for: str | None = None  # for rollback deploys: the deploy that failed
     rollback: RollbackState | None = None
     history: list[StatusChange] = []
+    # Source deploys: the build command exactly as the api queued it (references and
+    # names, never secret values), so the api's re-drive sweep can queue it again with
+    # the same msg id when the message was lost (reliability.md scenario 10).
+    build_request: BuildRequested | None = None
+    # When an api copy last re-queued `build_request` (CAS: one copy per deploy and sweep).
+    redriven_at: datetime | None = None
 
     @property
     def terminal(self) -> bool:

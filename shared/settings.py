@@ -87,6 +87,9 @@ class ApiSettings(CommonSettings, VaultSettings):
     nats_request_timeout_s: float = 5.0
     # Source deploys (builds) a team may have pending or building at once; 0: no cap.
     team_build_cap: int = 0
+    # Re-drive sweep: every this often, a source deploy still `pending` after one interval
+    # whose build message is not in SHAMAN_BUILD_WORK has it queued again (0: no sweep).
+    redrive_interval_s: float = 30.0
 
 
 class BuilderSettings(CommonSettings, VaultSettings):

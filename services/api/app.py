@@ -2,13 +2,15 @@
 
 Resources are entered on one AsyncExitStack in dependency order (NATS and its
 streams/buckets, Vault, the bootstrap token, the SSE hub, the HTTP server, the NATS
-deploy-request consumer) and undone in reverse: stop taking NATS requests, end SSE
-streams, let in-flight HTTP requests finish, then drain NATS. No connection opens at
+deploy-request consumer, the re-drive sweep) and undone in reverse: stop sweeping and
+taking NATS requests, end SSE streams, let in-flight HTTP requests finish, then drain
+NATS. No connection opens at
 import time.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from services.api.intake import DeployIntake
 from services.api.nats_requests import DeployRequestHandler, consumer_spec
 from services.api.openapi import render
 from services.api.ratelimit import RateLimiter
+from services.api.redrive import BuildRedrive
 from services.api.routes import all_routes
 from services.api.routing import install, json_errors
 from services.api.sse import SseHub
@@ -34,6 +37,7 @@ from shared.logging import get_logger
 from shared.records import AppRecord, DeployRecord, ReleaseRecord
 from shared.service import add_health_routes, parse_http_addr
 from shared.settings import ApiSettings
+from shared.tasks import BackgroundTasks
 from shared.vault import VaultClient
 
 log = get_logger(__name__)
@@ -71,6 +75,18 @@ def build_web_app(ctx: ApiContext) -> web.Application:
     add_health_routes(app, {"nats": lambda: ctx.bus.connected})
     setup_ui(app)
     return app
+
+
+async def _start_redrive(stack: AsyncExitStack, redrive: BuildRedrive) -> None:
+    stopping = asyncio.Event()
+    tasks = BackgroundTasks("api-redrive")
+    tasks.spawn("redrive", redrive.run(stopping))
+
+    async def stop() -> None:
+        stopping.set()
+        await tasks.close()
+
+    stack.push_async_callback(stop)
 
 
 @asynccontextmanager
@@ -128,5 +144,8 @@ async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
         consumer = WorkConsumer(bus, consumer_spec(), DeployRequestHandler(ctx), concurrency=8)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
+        if settings.redrive_interval_s > 0:
+            await _start_redrive(stack, BuildRedrive(bus, apps, deploys,
+                                                     settings.redrive_interval_s))
         log.info("api listening", addr=f"{host}:{actual_port}", vault=vault is not None)
         yield ApiService(ctx=ctx, app=web_app, host=host, port=actual_port)

@@ -8,7 +8,8 @@ which follows docs/decisions/0001-deploy-flow.md step 1 exactly:
    deploy never got queued);
 2. `prepare` (the caller's source-specific work: store an upload, write Vault) builds
    the command;
-3. create the DeployRecord (`pending`);
+3. create the DeployRecord (`pending`; a source deploy's carries its build command, for
+   the re-drive sweep in services/api/redrive.py);
 4. one CAS write of the app record: the deploy joins its `recent_deploys` (what the
    deploy list reads) and, for source deploys, becomes its `latest_deploy_id`; the
    previous latest is superseded if it is still `pending`/`building` (latest wins),
@@ -36,7 +37,7 @@ from services.api.idempotency import Claim, IdempotencyEntry, IdempotencyStore
 from services.api.ids import new_deploy_id
 from shared.bus.connection import Bus
 from shared.bus.kv import Entry, TypedKV
-from shared.commands import encode_command
+from shared.commands import BuildRequested, encode_command
 from shared.errors import BackendUnavailable, ConflictError, NotFoundError
 from shared.events import DeployAccepted, DeployFinished, DeploySuperseded
 from shared.events.base import now
@@ -162,6 +163,7 @@ class DeployIntake:
             id=deploy_id, app=app, kind=spec.kind, source=spec.source,
             requested_by=principal.actor, description=spec.description,
             created_at=t, updated_at=t, history=[StatusChange(status="pending", time=t)],
+            build_request=work.command if isinstance(work.command, BuildRequested) else None,
         )
         await self.deploys.create(deploy_id, record)
         try:

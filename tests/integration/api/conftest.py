@@ -43,6 +43,8 @@ def api_settings(nats_url: str, vault: VaultServer | None, **overrides: Any) -> 
         vault_token=vault.token if vault else None,
         sse_keepalive_s=0.5, sse_heartbeat_s=0.2, nats_reconnect_wait_s=0.05,
         instance_id=f"test-{secrets.token_hex(3)}", log_format="console",
+        # Off unless a test wants it: tests plant pending deploys and count messages.
+        redrive_interval_s=0,
     )
     values.update(overrides)
     return ApiSettings(**values)
