@@ -7,6 +7,9 @@ redeliveries and concurrent copies of the scheduler:
    creates it (`create`; automatic rollbacks have the id `<failed>-rollback`). A
    terminal deploy is skipped (acked). A deploy that already has `release` goes
    straight to the reconcile: the release was made before a crash or a redelivery.
+   Otherwise the deploy is claimed, `→ deploying` (CAS), before any release is made:
+   if the api superseded it in the meantime the command stops there (acked, no
+   release); one already `deploying` is ours from a crashed earlier try.
 2. The release: `create` `<app>.<app.next_release>`. If the key exists and carries
    this deploy id, it is ours from a crashed earlier try; if it is another deploy's,
    the app's `next_release` is moved past it (CAS) and the next number is tried. A
@@ -17,7 +20,7 @@ redeliveries and concurrent copies of the scheduler:
    it becomes current, this deploy becomes active and the previously active deploy,
    if not terminal, is `superseded` (latest wins). If a newer release is already
    current, this deploy is the one superseded.
-4. The deploy: `release = v`, `→ deploying`; `release.created` is published.
+4. The deploy: `release = v`; `release.created` is published.
 5. The app is enqueued and the handler waits (bounded) for the first reconcile pass
    that starts afterwards, so that normally the command is acked only once the job
    is registered. Retries of the pass belong to the work queue, the periodic resync
@@ -210,6 +213,8 @@ class ReleaseCommandHandler:
         if app.state == "destroyed":
             await self._fail(deploy.id, f"app {command.app} was destroyed", "destroyed_app")
             return False
+        if not await self._claim(deploy):
+            return False
 
         # Ours from a crashed earlier try? Then it is adopted as it is: the rollback checks
         # below were passed then, and would now see our own release as the current one.
@@ -222,6 +227,31 @@ class ReleaseCommandHandler:
                     return False
             release = await self._create_release(command, deploy, target)
         return await self._adopt(release, deploy)
+
+    async def _claim(self, deploy: DeployRecord) -> bool:
+        """Move the deploy `→ deploying` (CAS) before any release is made for it.
+
+        The api supersedes `pending`/`building` deploys when a newer source deploy comes
+        in; claiming first means either the api's supersede wins (and we stop here: no
+        release, so the superseded image never becomes current) or ours does (and the
+        api leaves a `deploying` deploy alone; latest release wins later). A deploy
+        already `deploying` is ours from a crashed earlier try. False: it has ended.
+        """
+        ended: list[DeployRecord] = []
+
+        def change(record: DeployRecord) -> DeployRecord | None:
+            ended.clear()
+            if record.terminal:
+                ended.append(record)
+                return None
+            return record if transition(record, "deploying") else None
+
+        await self.stores.deploys.mutate(deploy.id, change)
+        if ended:
+            log.info("command skipped: deploy ended before it was claimed", app=deploy.app,
+                     deploy_id=deploy.id, status=ended[-1].status)
+            return False
+        return True
 
     async def _deploy_record(self, command: ReleaseCommandWithDeploy) -> DeployRecord:
         entry = await self.stores.deploys.get(command.deploy_id)
@@ -424,7 +454,8 @@ class ReleaseCommandHandler:
             if record.release is not None:
                 return None
             record.release = version
-            if transition(record, "deploying") and nothing_to_run:
+            transition(record, "deploying")  # normally claimed already (_claim)
+            if nothing_to_run and record.status == "deploying":
                 transition(record, "healthy",
                            f"release v{version} recorded; no image deployed yet, nothing to run")
             return record
