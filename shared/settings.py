@@ -90,6 +90,8 @@ class ApiSettings(CommonSettings, VaultSettings):
     # Re-drive sweep: every this often, a source deploy still `pending` after one interval
     # whose build message is not in SHAMAN_BUILD_WORK has it queued again (0: no sweep).
     redrive_interval_s: float = 30.0
+    # Before accepting a rollback to a version, ask its image's registry (HEAD manifest).
+    registry_timeout_s: float = 3.0
 
 
 class BuilderSettings(CommonSettings, VaultSettings):

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
 from services.api.audit import AuditLog
@@ -26,6 +27,7 @@ from services.api.nats_requests import DeployRequestHandler, consumer_spec
 from services.api.openapi import render
 from services.api.ratelimit import RateLimiter
 from services.api.redrive import BuildRedrive
+from services.api.registry_check import ImageChecker
 from services.api.routes import all_routes
 from services.api.routing import install, json_errors
 from services.api.sse import SseHub
@@ -115,6 +117,9 @@ async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
         await audit.start()
         stack.push_async_callback(audit.close)
         teams = TeamCache(apps)
+        # Outbound HTTP (registries) from handlers; one pool for the process.
+        http = aiohttp.ClientSession()
+        stack.push_async_callback(http.close)
         hub = SseHub(bus, teams.team_of, keepalive_s=settings.sse_keepalive_s,
                      heartbeat_s=settings.sse_heartbeat_s)
         await hub.start()
@@ -128,6 +133,7 @@ async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
             build_logs=await js.object_store(s.OBJECT_STORE_BUILD_LOGS),
             limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
             audit=audit, hub=hub, teams=teams,
+            images=ImageChecker(http, settings.registry, settings.registry_timeout_s),
         )
         web_app = build_web_app(ctx)
         runner = web.AppRunner(web_app, access_log=None, handle_signals=False,

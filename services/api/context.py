@@ -11,6 +11,7 @@ from services.api.audit import AuditLog
 from services.api.auth import TokenStore
 from services.api.intake import DeployIntake
 from services.api.ratelimit import RateLimiter
+from services.api.registry_check import ImageChecker
 from services.api.sse import SseHub
 from services.api.teams import TeamCache
 from shared.bus.connection import Bus
@@ -36,6 +37,7 @@ class ApiContext:
     audit: AuditLog
     hub: SseHub
     teams: TeamCache
+    images: ImageChecker  # rollback targets' images still in their registry?
 
 
 CONTEXT = web.AppKey("shaman_api_context", ApiContext)

@@ -52,8 +52,14 @@ async def rollback(call: Call) -> web.StreamResponse:
     app = entry.value.spec.name
     target = body.version
     if target is not None:
-        if await call.ctx.releases.get(release_key(app, target)) is None:
+        release = await call.ctx.releases.get(release_key(app, target))
+        if release is None:
             raise field_error("version", f"release v{target} does not exist")
+        # Before anything is written; the scheduler checks again (this check lets an
+        # unreachable registry through, the scheduler retries it).
+        if await call.ctx.images.exists(release.value.image) is False:
+            raise field_error("version", f"the image of release v{target} is no longer in "
+                                         "its registry; roll back to another version")
         description = f"Rollback to v{target}"
     else:
         if entry.value.last_healthy_release is None and entry.value.current_release is None:
