@@ -70,9 +70,10 @@ class RunData:
 
 @dataclass(frozen=True)
 class Violation:
-    invariant: str  # "terminal", "lost", "outcome", "versions", "rollback", "secret", "api"
+    invariant: str  # "terminal", "lost", "outcome", "versions", "rollback", "secret", "api"...
     subject: str  # a deploy id, an app, a sink
     detail: str
+    duplicate: bool = False  # something happened twice: counted as "duplicated"
 
     def __str__(self) -> str:
         return f"[{self.invariant}] {self.subject}: {self.detail}"
@@ -83,9 +84,11 @@ class Verdict:
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    #: One line per deploy of the run (id, kind, status, steps, reason): the evidence.
+    deploys: list[str] = field(default_factory=list)
 
-    def add(self, invariant: str, subject: str, detail: str) -> None:
-        self.violations.append(Violation(invariant, subject, detail))
+    def add(self, invariant: str, subject: str, detail: str, *, duplicate: bool = False) -> None:
+        self.violations.append(Violation(invariant, subject, detail, duplicate))
 
     @property
     def ok(self) -> bool:
@@ -120,6 +123,11 @@ def check(run: RunData) -> Verdict:
     if run.markers:
         _secrets(run, verdict)
     _stats(run, deploys, finished, verdict)
+    for record in sorted(deploys.values(), key=lambda d: (d.app, d.created_at)):
+        verdict.deploys.append(
+            f"{record.app} {record.id} {record.kind}{' automatic' if record.automatic else ''}"
+            f" release={record.release} job_version={record.job_version} "
+            f"{'→'.join(_steps(record))} reason={(record.reason or '')[:300]!r}")
     return verdict
 
 
@@ -201,7 +209,8 @@ def _one_outcome(
                         f"(history {steps})")
         elif len(events) > 1:
             statuses = [e.get("status") for e in events]
-            verdict.add("outcome", deploy_id, f"{len(events)} deploy.finished events: {statuses}")
+            verdict.add("outcome", deploy_id, f"{len(events)} deploy.finished events: {statuses}",
+                        duplicate=True)
         elif events[0].get("status") != record.status:
             verdict.add("outcome", deploy_id, f"deploy.finished says {events[0].get('status')} "
                                               f"but the record ends {record.status}")
@@ -218,7 +227,7 @@ def _versions(run: RunData, deploys: dict[str, DeployRecord], verdict: Verdict) 
     for deploy_id, numbers in per_deploy.items():
         if len(numbers) > 1:
             verdict.add("versions", deploy_id, f"one deploy, {len(numbers)} releases: "
-                                               f"{sorted(numbers)}")
+                                               f"{sorted(numbers)}", duplicate=True)
     for deploy_id, record in deploys.items():
         if record.release is None:
             continue
@@ -259,7 +268,8 @@ def _versions(run: RunData, deploys: dict[str, DeployRecord], verdict: Verdict) 
                 if len(counts) == len(same):
                     continue
                 verdict.add("versions", app, f"release v{release} registered as "
-                                             f"{len(same)} job versions {sorted(same)}")
+                                             f"{len(same)} job versions {sorted(same)}",
+                            duplicate=True)
         for release in sorted(submitted.get(app, set()) - set(by_release)):
             verdict.add("versions", app, f"release v{release} was announced as submitted "
                                          "but no job version runs it")
@@ -295,16 +305,18 @@ def _rollbacks(run: RunData, deploys: dict[str, DeployRecord], verdict: Verdict)
                       if e.get("type") == "rollback.started" and e.get("app") in run.apps)
     for deploy_id, n in started.items():
         if n > 1:
-            verdict.add("rollback", deploy_id, f"{n} rollback.started events")
+            verdict.add("rollback", deploy_id, f"{n} rollback.started events", duplicate=True)
     children = Counter(d.rollback_for for d in deploys.values() if d.automatic and d.rollback_for)
     for parent, n in children.items():
         if n > 1:
-            verdict.add("rollback", str(parent), f"{n} automatic rollback deploys")
+            verdict.add("rollback", str(parent), f"{n} automatic rollback deploys",
+                        duplicate=True)
     for deploy_id, record in deploys.items():
         if (record.automatic or record.kind == "rollback") and record.rollback is not None:
-            verdict.add("rollback", deploy_id, "a rollback deploy requested a rollback itself")
+            verdict.add("rollback", deploy_id, "a rollback deploy requested a rollback itself",
+                        duplicate=True)
         if deploy_id.endswith("-rollback-rollback"):
-            verdict.add("rollback", deploy_id, "a rollback of a rollback exists")
+            verdict.add("rollback", deploy_id, "a rollback of a rollback exists", duplicate=True)
 
 
 def _no_drift(run: RunData, verdict: Verdict) -> None:
@@ -407,9 +419,7 @@ def _stats(
     statuses = Counter(deploys[d].status for d in accepted if d in deploys)
     lost = sum(1 for d in accepted if d not in deploys
                or deploys[d].status not in TERMINAL_STATUSES)
-    kinds = verdict.kinds()
-    duplicated = kinds.get("versions", 0) + kinds.get("rollback", 0) + sum(
-        1 for d in accepted if len(finished.get(d, [])) > 1)
+    duplicated = sum(1 for v in verdict.violations if v.duplicate)
     latencies = []
     for deploy_id, op in accepted.items():
         events = finished.get(deploy_id)

@@ -335,7 +335,8 @@ class World:
         verdict = check(run)
         self.last_verdict = verdict
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        (self.artifacts / f"{self.name}-verdict.txt").write_text(verdict.report() + "\n")
+        (self.artifacts / f"{self.name}-verdict.txt").write_text(
+            verdict.report() + "\ndeploys:\n" + "\n".join(verdict.deploys) + "\n")
         return verdict
 
     async def assert_invariants(self, settle_timeout: float = 90.0) -> Verdict:
