@@ -88,7 +88,7 @@ WATCHER_ENV = {
 ROLLOUT = {"min_healthy_time_s": 0.5, "healthy_deadline_s": 3.0, "progress_deadline_s": 5.0}
 HEALTH = {"path": "/health", "interval_s": 1.0, "timeout_s": 1.0}
 TERMINAL = ("healthy", "failed", "rolled_back", "superseded", "cancelled")
-HOLD_S = 2.5  # how long "exactly once" must keep holding after the outcome
+HOLD_S = 2.0  # how long "exactly once" must keep holding after the outcome
 
 _figures: dict[str, dict[str, Any]] = {}
 
