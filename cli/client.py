@@ -33,13 +33,15 @@ from tenacity import (
 
 from cli.errors import ApiError, ApiUnreachable, ConnectionDropped, unreachable_message
 from cli.settings import Credentials
-from cli.sse import SseEvent, SseParser
+from cli.sse import SseComment, SseEvent, SseParser
 
 REQUEST_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
 UPLOAD_TIMEOUT_S = 600.0
 RETRY_ATTEMPTS = 4
 MAX_RETRY_AFTER_S = 10.0
+#: The comment the API sends after a stream's replayed history (docs/api.md, Events).
+REPLAY_COMPLETE = "replay-complete"
 
 
 def error_from_body(status: int, body: bytes, retry_after: str | None = None) -> ApiError:
@@ -210,8 +212,10 @@ class ShamanClient:
         last_event_id: str | None = None,
         read_timeout_s: float = 45.0,
         connected: asyncio.Event | None = None,
+        until_replayed: bool = False,
     ) -> AsyncGenerator[StreamedEvent, None]:
-        """One SSE connection to `GET /v1/events`; ends when the server closes it.
+        """One SSE connection to `GET /v1/events`; ends when the server closes it, or with
+        `until_replayed` at the server's `: replay-complete` comment (the end of the history).
 
         `connected` is set once the server has answered 200 *and* sent its first bytes
         (the API opens every stream with `retry:` and a `: connected` comment), so a caller
@@ -227,7 +231,12 @@ class ShamanClient:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
-        async for event in self._sse("/v1/events", params, headers, read_timeout_s, connected):
+        async for event in self._sse("/v1/events", params, headers, read_timeout_s, connected,
+                                     comments=until_replayed):
+            if isinstance(event, SseComment):
+                if event.text == REPLAY_COMPLETE:
+                    return
+                continue
             try:
                 payload = json.loads(event.data)
             except ValueError:
@@ -242,8 +251,10 @@ class ShamanClient:
         headers: Mapping[str, str],
         read_timeout_s: float,
         connected: asyncio.Event | None,
-    ) -> AsyncIterator[SseEvent]:
-        parser = SseParser()
+        *,
+        comments: bool = False,
+    ) -> AsyncIterator[SseEvent | SseComment]:
+        parser = SseParser(comments=comments)
         async with self._open_stream(path, params, headers, read_timeout_s) as response:
             try:
                 async for chunk in response.content.iter_any():

@@ -3,8 +3,9 @@
 Feed it the bytes of a `text/event-stream` body in whatever chunks the network delivers;
 it yields one `SseEvent` per dispatched event. It handles `\\n`, `\\r\\n` and `\\r` line ends
 (also when a `\\r\\n` pair is split across chunks), multi-line `data:`, comment lines
-(`: keep-alive`), fields without a colon, the one optional space after the colon, and the
-`id:` field that persists as the last event id (what a reconnect sends as `Last-Event-ID`).
+(`: keep-alive`; yielded as `SseComment` when asked for), fields without a colon, the one
+optional space after the colon, and the `id:` field that persists as the last event id
+(what a reconnect sends as `Last-Event-ID`).
 
 Not here: any I/O or reconnecting (cli/client.py and cli/streams.py do that), nor decoding
 the `data` payload (the timeline's events are JSON objects; cli/timeline.py reads them).
@@ -27,10 +28,19 @@ class SseEvent:
     id: str | None = None  # the last event id in force when this event was dispatched
 
 
+@dataclass(frozen=True)
+class SseComment:
+    """A comment line (`: text`), yielded in stream order only by `SseParser(comments=True)`
+    (the Shaman API marks the end of a replay with `: replay-complete`)."""
+
+    text: str
+
+
 class SseParser:
     """Turns a byte stream into events; keep one parser per connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, comments: bool = False) -> None:
+        self._comments = comments
         self._buffer = ""
         self._pending_cr = False  # the previous chunk ended in "\r": a "\n" next is its pair
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -40,8 +50,8 @@ class SseParser:
         self.last_event_id: str | None = None
         self.retry_ms: int | None = None  # the server's requested reconnection delay
 
-    def feed(self, chunk: bytes) -> Iterator[SseEvent]:
-        """Parse a chunk; yield every event it completes."""
+    def feed(self, chunk: bytes) -> Iterator[SseEvent | SseComment]:
+        """Parse a chunk; yield every event it completes (and comments, if asked)."""
         text = self._decode(chunk)
         if self._pending_cr and text:
             text = text.removeprefix("\n")
@@ -80,11 +90,12 @@ class SseParser:
             self._pending_cr = True
         return line, True
 
-    def _process_line(self, line: str) -> SseEvent | None:
+    def _process_line(self, line: str) -> SseEvent | SseComment | None:
         if line == "":
             return self._dispatch()
         if line.startswith(":"):
-            return None  # a comment, e.g. the server's keep-alive
+            # A comment, e.g. the server's keep-alive.
+            return SseComment(line[1:].strip()) if self._comments else None
         name, colon, value = line.partition(":")
         if colon and value.startswith(" "):
             value = value[1:]

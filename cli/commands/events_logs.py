@@ -3,8 +3,7 @@
 `events -f` follows the timeline live (from `--since ID` when given), reconnecting with
 `Last-Event-ID` (cli/streams.py). Without `-f` it prints the recorded history (the last
 `--limit` events, from `--since`, default the start of the retained timeline) and stops
-once the server has sent nothing more for a moment: the SSE endpoint has no end-of-history
-marker, so a short quiet period is how the CLI knows the replay is over.
+at the API's `: replay-complete` comment, which ends the replayed history.
 
 `logs` reads `GET /v1/apps/{app}/logs?follow=` (a plain-text streaming body) and copies it
 to stdout; with `--json`, one `{"line": ...}` object per line.
@@ -12,7 +11,6 @@ to stdout; with `--json`, one `{"line": ...}` object per line.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import sys
 from collections import deque
@@ -28,8 +26,6 @@ from cli.output import Output
 from cli.settings import resolve_app
 from cli.streams import follow_events
 from cli.timeline import event_line, failure_details
-
-HISTORY_QUIET_S = 1.5
 
 FollowOption = Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming.")]
 
@@ -79,13 +75,10 @@ def events(
 async def _history(
     client: ShamanClient, app: str | None, types: list[str] | None, since: int
 ) -> AsyncIterator[StreamedEvent]:
-    stream = client.events(app=app, types=types, last_event_id=str(since))
+    stream = client.events(app=app, types=types, last_event_id=str(since), until_replayed=True)
     try:
-        while True:
-            try:
-                yield await asyncio.wait_for(anext(stream), timeout=HISTORY_QUIET_S)
-            except (TimeoutError, StopAsyncIteration):
-                return
+        async for streamed in stream:
+            yield streamed
     finally:
         await stream.aclose()
 

@@ -47,7 +47,9 @@ replay history. Three ways to follow them:
 - **HTTP (any language)**: `GET /v1/events?app=hello&type=rollout.failed` with
   `Authorization: Bearer <token>` streams the same events as Server-Sent Events. Each SSE
   `id:` is the stream sequence; reconnect with `Last-Event-ID` to resume without gaps. A
-  comment line (`: keep-alive`) is sent every 15 s.
+  comment line (`: keep-alive`) is sent every 15 s. The comment `: replay-complete` follows
+  the replayed history (at once when there is none): what comes after it is live, so a
+  client that only wants history stops there.
 - **NATS CLI**: `nats sub 'shaman.events.hello.>'` (live) or
   `nats stream view SHAMAN_EVENTS` (history).
 - **Python** (nats-py):

@@ -4,6 +4,12 @@
 exactly as published (one object with `type`, `app`, `deploy_id`, `time`, ...). A
 comment line is sent every `sse_keepalive_s` so proxies keep the connection open.
 Without Last-Event-ID (or `?since=`) the stream starts with new events.
+
+Comments mark the stream's phases: `: connected` once the client is attached to the
+live follower (an event published after the client read it is delivered), then the
+replayed history if any, then `: replay-complete` (at once when nothing is replayed);
+every event after it is live. A client printing history (`shaman events` without -f)
+stops there.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from shared.subjects import STREAM_EVENTS, app_events_filter
 log = get_logger(__name__)
 
 REPLAY_BATCH = 500
+CONNECTED = b"retry: 2000\n: connected\n\n"
+# A comment, so every SSE client that does not look for it ignores it.
+REPLAY_COMPLETE = b": replay-complete\n\n"
 _TYPE_PART_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -76,10 +85,15 @@ async def events(call: Call) -> web.StreamResponse:
     })
     try:
         await response.prepare(call.request)
-        await response.write(b"retry: 2000\n: connected\n\n")
+        # Only now, after attach(): whatever is published once a client has seen
+        # `: connected` reaches it (buffered until go_live).
+        await response.write(CONNECTED)
         last = live_from
         if after is not None:
             last = await _replay(call, response, client, filter_subject, after, live_from)
+        # Everything up to here was history; what follows is live. Written before
+        # go_live so it precedes every buffered live event on the socket.
+        await response.write(REPLAY_COMPLETE)
         hub.go_live(client, last)
         await client.closed.wait()
     except (ConnectionError, BackendUnavailable, nats.errors.Error, *UNAVAILABLE) as exc:

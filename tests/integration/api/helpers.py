@@ -55,16 +55,39 @@ async def stream_messages(
 
 
 class SseStream:
-    """A minimal SSE reader over an aiohttp response: events as (id, data-dict)."""
+    """A minimal SSE reader over an aiohttp response: events as (id, data-dict).
+
+    Comment lines are counted and kept (`comment_lines`); `until_comment` reads up to one.
+    """
 
     def __init__(self, response: Any) -> None:
         self.response = response
         self.comments = 0
+        self.comment_lines: list[str] = []
 
     async def next_event(self, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
         return await asyncio.wait_for(self._next(), timeout)
 
+    async def until_comment(self, text: str, timeout: float = 10.0
+                            ) -> list[tuple[int, dict[str, Any]]]:
+        """Read up to the comment `: <text>`; the events that came before it."""
+        return await asyncio.wait_for(self._until(text), timeout)
+
+    async def _until(self, text: str) -> list[tuple[int, dict[str, Any]]]:
+        events: list[tuple[int, dict[str, Any]]] = []
+        while True:
+            item = await self._read(stop_at_comment=text)
+            if item is None:
+                return events
+            events.append(item)
+
     async def _next(self) -> tuple[int, dict[str, Any]]:
+        item = await self._read()
+        assert item is not None
+        return item
+
+    async def _read(self, stop_at_comment: str | None = None
+                    ) -> tuple[int, dict[str, Any]] | None:
         event_id: int | None = None
         data: list[str] = []
         while True:
@@ -79,6 +102,10 @@ class SseStream:
                 continue
             if line.startswith(":"):
                 self.comments += 1
+                self.comment_lines.append(line[1:].strip())
+                if stop_at_comment is not None and line[1:].strip() == stop_at_comment:
+                    assert not data, "a comment inside an event"
+                    return None
             elif line.startswith("id: "):
                 event_id = int(line[4:])
             elif line.startswith("data: "):

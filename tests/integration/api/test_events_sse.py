@@ -97,6 +97,38 @@ async def test_last_event_id_resumes_from_history_without_gaps_or_repeats(api: A
     assert after[0] > replayed[-1][0]
 
 
+async def test_an_event_published_once_connected_is_read_is_delivered(api: Api) -> None:
+    # A new app per round: each stream starts a new follower, the path with the race.
+    for _ in range(10):
+        app = uniq()
+        await api.create_app(app)
+        resp, stream = await open_stream(api, api.http, f"?app={app}")
+        async with resp:
+            assert await stream.until_comment("connected") == []
+            ids = await publish_accepted(api, app, 1)  # no waiting for the hub
+            assert await stream.until_comment("replay-complete") == []
+            _, event = await stream.next_event(timeout=5)
+        assert event["deploy_id"] == ids[0]
+
+
+async def test_replay_complete_comes_after_the_history_and_before_live_events(
+    api: Api,
+) -> None:
+    app = uniq()
+    await api.create_app(app)
+    info = await api.nc.jetstream().stream_info("SHAMAN_EVENTS")
+    history = await publish_accepted(api, app, 3)
+    resp, stream = await open_stream(api, api.http,
+                                     f"?app={app}&since={info.state.last_seq}")
+    async with resp:
+        replayed = await stream.until_comment("replay-complete")
+        live = await publish_accepted(api, app, 1)
+        _, after = await stream.next_event()
+    assert [e["deploy_id"] for _, e in replayed] == history
+    assert after["deploy_id"] == live[0]
+    assert stream.comment_lines[:2] == ["connected", "replay-complete"]
+
+
 async def test_since_query_resumes_too(api: Api) -> None:
     app = uniq()
     await api.create_app(app)
@@ -163,3 +195,21 @@ async def test_bad_filters_are_field_errors(api: Api) -> None:
         assert resp.status == 422
     async with api.http.get(f"/v1/events?app={uniq()}") as resp:
         assert resp.status == 404
+
+
+async def test_the_cli_reads_history_up_to_the_marker_and_stops(api: Api) -> None:
+    from cli.client import ShamanClient
+    from cli.settings import Credentials
+    from tests.integration.api.conftest import ADMIN_TOKEN
+
+    app = uniq()
+    await api.create_app(app)
+    info = await api.nc.jetstream().stream_info("SHAMAN_EVENTS")
+    ids = await publish_accepted(api, app, 3)
+    async with ShamanClient(Credentials(api_url=api.url, token=ADMIN_TOKEN)) as client:
+        got = [e async for e in client.events(app=app, last_event_id=str(info.state.last_seq),
+                                              until_replayed=True)]
+        # No history at all: the marker comes at once, nothing is waited for.
+        none = [e async for e in client.events(app=app, until_replayed=True)]
+    assert [e.data["deploy_id"] for e in got] == ids
+    assert none == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli.sse import SseEvent, SseParser
+from cli.sse import SseComment, SseEvent, SseParser
 
 STREAM = (
     b"retry: 2000\n"
@@ -69,3 +69,11 @@ def test_unknown_fields_and_bad_retry_are_ignored() -> None:
     events, parser = parse([b"foo: bar\nretry: soon\ndata: x\n\n"])
     assert events == [SseEvent(data="x")]
     assert parser.retry_ms is None
+
+
+@pytest.mark.parametrize("cut", range(1, len(STREAM)))
+def test_comments_when_asked_come_in_stream_order(cut: int) -> None:
+    parser = SseParser(comments=True)
+    items = [item for chunk in (STREAM[:cut], STREAM[cut:]) for item in parser.feed(chunk)]
+    assert items == [SseComment("connected"), EXPECTED[0], SseComment("keepalive"),
+                     *EXPECTED[1:]]
