@@ -10,7 +10,9 @@ redeliveries and concurrent copies of the scheduler:
    Otherwise the deploy is claimed, `→ deploying` (CAS), before any release is made:
    if the api superseded it in the meantime the command stops there (acked, no
    release); one already `deploying` is ours from a crashed earlier try.
-2. The release: `create` `<app>.<app.next_release>`. If the key exists and carries
+2. The release: `create` `<app>.<app.next_release>`, built on the newest release below
+   it (see `_base_release`: one created by another copy and not yet current makes the
+   command wait and retry, so its change is not lost). If the key exists and carries
    this deploy id, it is ours from a crashed earlier try; if it is another deploy's,
    the app's `next_release` is moved past it (CAS) and the next number is tried. A
    release of ours orphaned by a crash, and then skipped by another writer, is found
@@ -54,6 +56,7 @@ from services.scheduler.releases import (
     build_release,
     kind_of,
     rollback_search_order,
+    same_content,
     skip_release_number,
 )
 from services.scheduler.store import Stores, fail_deploy, supersede_deploy
@@ -69,7 +72,7 @@ from shared.commands import (
     Scale,
     release_decoder,
 )
-from shared.errors import ConflictError
+from shared.errors import ConflictError, TemporaryError
 from shared.events import AppScaled, DeployAccepted, DeployCancelled, DeployFinished, ReleaseCreated
 from shared.logging import get_logger
 from shared.records import AppRecord, DeployRecord, ReleaseRecord, release_key, transition
@@ -397,10 +400,9 @@ class ReleaseCommandHandler:
                 raise ConflictError(f"app {name} vanished while creating a release")
             app = entry.value
             version = app.next_release
-            base = (
-                await self._get_release(name, app.current_release)
-                if app.current_release is not None else None
-            )
+            # A rollback restores the target's whole content: it needs no base.
+            base = (None if target is not None
+                    else await self._base_release(command, app, version))
             release = build_release(command, app=app, version=version, base=base, target=target)
             try:
                 await self.stores.releases.create(release_key(name, version), release)
@@ -419,6 +421,45 @@ class ReleaseCommandHandler:
             return release
         raise ConflictError(f"{name}: could not claim a release number after "
                             f"{CLAIM_ATTEMPTS} tries")
+
+    async def _base_release(
+        self, command: ReleaseCommandWithDeploy, app: AppRecord, version: int
+    ) -> ReleaseRecord | None:
+        """What release `version` builds on: the newest release below it, which may not
+        be `app.current_release` yet.
+
+        Another copy of the scheduler may have created the release below ours and not
+        adopted it yet (the app record still names the older current one); building on
+        the current one would then drop that release's change once ours wins. So a
+        newer release whose deploy is still running makes us wait (TemporaryError: the
+        command is nak'ed and retried shortly, by when it is current) — unless building
+        on it would make exactly the same release (say, two image deploys in a burst:
+        ours replaces the only thing theirs changed). A newer release whose deploy has
+        ended never became current and never will: history, skipped. Releases older
+        than the app record belong to an earlier app of the same name.
+        """
+        name, current = app.spec.name, app.current_release
+        base = await self._get_release(name, current) if current is not None else None
+        floor = current if current is not None else 0
+        candidate = version - 1
+        for _ in range(LOOKBACK):
+            if candidate <= floor:
+                break
+            release = await self._get_release(name, candidate)
+            if release is not None:
+                if release.created_at < app.created_at:
+                    break  # an earlier app of this name
+                entry = await self.stores.deploys.get(release.deploy_id)
+                in_flight = entry is not None and not entry.value.terminal
+                if in_flight and not same_content(
+                    build_release(command, app=app, version=version, base=release),
+                    build_release(command, app=app, version=version, base=base),
+                ):
+                    raise TemporaryError(
+                        f"release v{candidate} of {name} (deploy {release.deploy_id}) is not "
+                        f"current yet; the next release builds on it", retry_after_s=0.5)
+            candidate -= 1
+        return base
 
     async def _adopt(self, release: ReleaseRecord, deploy: DeployRecord) -> bool:
         """CAS the app to our release, move the deploys, announce it; True → reconcile."""

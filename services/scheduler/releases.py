@@ -113,6 +113,12 @@ def build_release(
     )
 
 
+def same_content(a: ReleaseRecord, b: ReleaseRecord) -> bool:
+    """Would the two releases run the same thing (image, config, secrets, process)?"""
+    return (a.image, a.digest, a.config, a.secrets, a.process) == (
+        b.image, b.digest, b.config, b.secrets, b.process)
+
+
 def rollback_search_order(app: AppRecord) -> list[int]:
     """Release numbers to try, best first, for "the last healthy release before the current".
 

@@ -10,6 +10,7 @@ from services.scheduler.releases import (
     apply_config,
     build_release,
     rollback_search_order,
+    same_content,
     skip_release_number,
 )
 from shared.commands import ChangeConfig, ChangeProcess, ChangeSecrets, DeployImage, Rollback
@@ -156,3 +157,21 @@ def test_skip_a_taken_release_number() -> None:
     record = app(current=2)  # next_release 3
     assert skip_release_number(record, 3) and record.next_release == 4
     assert not skip_release_number(record, 3) and record.next_release == 4
+
+
+def test_same_content_compares_what_runs_not_who_or_why() -> None:
+    image_a = DeployImage(deploy_id="d2", app="web", image=f"r/web@{DIGEST2}", digest=DIGEST2,
+                          description="", created_by="bob")
+    # Two image deploys from one base: another image-only release below ours changes
+    # nothing in ours, so it need not be waited for.
+    other = build_release(
+        DeployImage(deploy_id="d3", app="web", image=f"r/web@{DIGEST1}", digest=DIGEST1,
+                    description="", created_by="al"), app=app(current=1), version=2, base=v1())
+    assert same_content(build_release(image_a, app=app(current=1), version=3, base=other),
+                        build_release(image_a, app=app(current=1), version=3, base=v1()))
+    # A config change below ours does change it.
+    config = build_release(ChangeConfig(deploy_id="d3", app="web", set={"B": "2"}, unset=[],
+                                        created_by="al"), app=app(current=1), version=2,
+                           base=v1())
+    assert not same_content(build_release(image_a, app=app(current=1), version=3, base=config),
+                            build_release(image_a, app=app(current=1), version=3, base=v1()))
