@@ -59,7 +59,13 @@ from services.scheduler.releases import (
     same_content,
     skip_release_number,
 )
-from services.scheduler.store import Stores, fail_deploy, supersede_deploy
+from services.scheduler.store import (
+    Stores,
+    cancel_deploy,
+    fail_deploy,
+    publish_finished,
+    supersede_deploy,
+)
 from services.scheduler.workqueue import WorkQueue
 from shared.bus import Bus, Delivery
 from shared.commands import (
@@ -73,7 +79,7 @@ from shared.commands import (
     release_decoder,
 )
 from shared.errors import ConflictError, TemporaryError
-from shared.events import AppScaled, DeployAccepted, DeployCancelled, DeployFinished, ReleaseCreated
+from shared.events import AppScaled, DeployAccepted, ReleaseCreated
 from shared.logging import get_logger
 from shared.records import AppRecord, DeployRecord, ReleaseRecord, release_key, transition
 
@@ -353,21 +359,7 @@ class ReleaseCommandHandler:
         return None
 
     async def _cancel(self, deploy: DeployRecord, reason: str) -> None:
-        changed: list[DeployRecord] = []
-
-        def change(record: DeployRecord) -> DeployRecord | None:
-            if not transition(record, "cancelled", reason):
-                return None
-            changed.append(record)
-            return record
-
-        await self.stores.deploys.mutate(deploy.id, change)
-        if changed:
-            log.info("deploy cancelled", app=deploy.app, deploy_id=deploy.id, reason=reason)
-            await self.bus.publish_event(
-                DeployCancelled(app=deploy.app, deploy_id=deploy.id, reason=reason),
-                msg_id=f"{deploy.id}:cancelled",
-            )
+        await cancel_deploy(self.bus, self.stores, deploy.id, reason)
 
     async def _find_own_release(self, app: AppRecord, deploy: DeployRecord) -> ReleaseRecord | None:
         """A release this deploy made before a crash, below the app's next number."""
@@ -504,11 +496,7 @@ class ReleaseCommandHandler:
         updated = await self.stores.deploys.mutate(deploy.id, mark)
         await self._announce(release)
         if nothing_to_run and updated is not None and updated.value.status == "healthy":
-            await self.bus.publish_event(
-                DeployFinished(app=name, deploy_id=deploy.id, status="healthy", release=version,
-                               reason=updated.value.reason),
-                msg_id=f"{deploy.id}:finished",
-            )
+            await publish_finished(self.bus, updated.value)
         return not nothing_to_run
 
 

@@ -8,7 +8,9 @@ Who writes what is docs/decisions/0001-deploy-flow.md: the scheduler creates rel
 `TypedKV.mutate`, so a stale or duplicate writer loses quietly; each function here
 says whether *this* call made the change, and only then is the matching event
 published (with a deterministic Nats-Msg-Id, so a crash between the write and the
-publish is repaired by the redelivery without a duplicate event).
+publish is repaired by the redelivery without a duplicate event). Every deploy this
+service ends also gets its `deploy.finished` (the one honest outcome on the timeline),
+msg id `<deploy_id>:finished:<status>` as everywhere else (`finished_msg_id`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 from shared import subjects
 from shared.bus import Bus, TypedKV
-from shared.events import DeployFinished, DeploySuperseded
+from shared.events import DeployCancelled, DeployFinished, DeploySuperseded
 from shared.logging import get_logger
 from shared.records import AppRecord, DeployRecord, ReleaseRecord, transition
 
@@ -40,6 +42,22 @@ class Stores:
         )
 
 
+def finished_msg_id(deploy_id: str, status: str) -> str:
+    """`deploy.finished`'s msg id, the same scheme in every service: a deploy may finish
+    more than once only with different statuses (healthy, then failed, then rolled_back)."""
+    return f"{deploy_id}:finished:{status}"
+
+
+async def publish_finished(bus: Bus, record: DeployRecord) -> None:
+    """`deploy.finished` for `record`, which has just reached its (terminal) status."""
+    await bus.publish_event(
+        DeployFinished(app=record.app, deploy_id=record.id, status=record.status,
+                       release=record.release, reason=record.reason,
+                       duration_s=_duration(record)),
+        msg_id=finished_msg_id(record.id, record.status),
+    )
+
+
 async def fail_deploy(bus: Bus, stores: Stores, deploy_id: str, reason: str) -> bool:
     """Move a deploy to `failed` with `reason` (no-op if it is already past that point).
 
@@ -58,18 +76,14 @@ async def fail_deploy(bus: Bus, stores: Stores, deploy_id: str, reason: str) -> 
         return False
     record = changed[-1]
     log.info("deploy failed", app=record.app, deploy_id=deploy_id, reason=reason)
-    await bus.publish_event(
-        DeployFinished(app=record.app, deploy_id=deploy_id, status="failed",
-                       release=record.release, reason=reason,
-                       duration_s=_duration(record)),
-        msg_id=f"{deploy_id}:finished",
-    )
+    await publish_finished(bus, record)
     return True
 
 
 async def supersede_deploy(bus: Bus, stores: Stores, deploy_id: str, by: str,
                            *, release: int | None = None) -> bool:
-    """Move a non-terminal deploy to `superseded` by deploy `by`; publish `deploy.superseded`."""
+    """Move a non-terminal deploy to `superseded` by deploy `by`; publish
+    `deploy.superseded` and `deploy.finished` when this call made the change."""
     changed: list[DeployRecord] = []
 
     def change(record: DeployRecord) -> DeployRecord | None:
@@ -90,6 +104,31 @@ async def supersede_deploy(bus: Bus, stores: Stores, deploy_id: str, by: str,
         DeploySuperseded(app=record.app, deploy_id=deploy_id, superseded_by=by),
         msg_id=f"{deploy_id}:superseded",
     )
+    await publish_finished(bus, record)
+    return True
+
+
+async def cancel_deploy(bus: Bus, stores: Stores, deploy_id: str, reason: str) -> bool:
+    """Move a non-terminal deploy to `cancelled`; publish `deploy.cancelled` and
+    `deploy.finished` when this call made the change."""
+    changed: list[DeployRecord] = []
+
+    def change(record: DeployRecord) -> DeployRecord | None:
+        if not transition(record, "cancelled", reason):
+            return None
+        changed.append(record)
+        return record
+
+    await stores.deploys.mutate(deploy_id, change)
+    if not changed:
+        return False
+    record = changed[-1]
+    log.info("deploy cancelled", app=record.app, deploy_id=deploy_id, reason=reason)
+    await bus.publish_event(
+        DeployCancelled(app=record.app, deploy_id=deploy_id, reason=reason),
+        msg_id=f"{deploy_id}:cancelled",
+    )
+    await publish_finished(bus, record)
     return True
 
 
