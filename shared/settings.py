@@ -68,7 +68,7 @@ class VaultSettings(BaseSettings):
     vault_mount: str = Field("secret", validation_alias=_env("SHAMAN_VAULT_MOUNT"))
 
 
-class ApiSettings(CommonSettings, VaultSettings):
+class ApiSettings(CommonSettings, NomadSettings, VaultSettings):
     admin_token: SecretStr | None = None  # SHAMAN_ADMIN_TOKEN: bootstrap admin
     registry: str = "127.0.0.1:5000"  # SHAMAN_REGISTRY
     max_body_bytes: int = 1024 * 1024  # JSON bodies
@@ -92,6 +92,8 @@ class ApiSettings(CommonSettings, VaultSettings):
     redrive_interval_s: float = 30.0
     # Before accepting a rollback to a version, ask its image's registry (HEAD manifest).
     registry_timeout_s: float = 3.0
+    # GET /v1/apps/{app}/logs with follow=true: how often new allocations are looked for.
+    logs_relist_s: float = 2.0
 
 
 class BuilderSettings(CommonSettings, VaultSettings):

@@ -1,11 +1,11 @@
 """The api service's factory: `create_app(settings)` starts it, leaving the context stops it.
 
 Resources are entered on one AsyncExitStack in dependency order (NATS and its
-streams/buckets, Vault, the bootstrap token, the SSE hub, the HTTP server, the NATS
-deploy-request consumer, the re-drive sweep) and undone in reverse: stop sweeping and
-taking NATS requests, end SSE streams, let in-flight HTTP requests finish, then drain
-NATS. No connection opens at
-import time.
+streams/buckets, Vault, the bootstrap token, the SSE hub, outbound HTTP and the Nomad
+client for task logs, the HTTP server, the NATS deploy-request consumer, the re-drive
+sweep) and undone in reverse: stop sweeping and taking NATS requests, end SSE streams
+and log follows, let in-flight HTTP requests finish, then drain NATS. No connection
+opens at import time.
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from services.api.registry_check import ImageChecker
 from services.api.routes import all_routes
 from services.api.routing import install, json_errors
 from services.api.sse import SseHub
+from services.api.task_logs import LogReader
 from services.api.teams import TeamCache
 from services.api.ui import setup_ui
 from shared import subjects as s
 from shared.bus import TypedKV, WorkConsumer, connect_bus, provision
 from shared.logging import get_logger
+from shared.nomad import NomadClient, ReadRetry
 from shared.records import AppRecord, DeployRecord, ReleaseRecord
 from shared.service import add_health_routes, parse_http_addr
 from shared.settings import ApiSettings
@@ -117,9 +119,14 @@ async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
         await audit.start()
         stack.push_async_callback(audit.close)
         teams = TeamCache(apps)
-        # Outbound HTTP (registries) from handlers; one pool for the process.
+        # Outbound HTTP (registries, Nomad's log streams) from handlers; one pool.
         http = aiohttp.ClientSession()
         stack.push_async_callback(http.close)
+        # Reads in a request: a short retry, then 503 (nobody waits 20 s for logs).
+        nomad = NomadClient.from_settings(
+            settings, read_retry=ReadRetry(attempts=2, deadline_s=settings.nomad_timeout_s))
+        stack.push_async_callback(nomad.aclose)
+        logs = LogReader.from_settings(nomad, http, settings)
         hub = SseHub(bus, teams.team_of, keepalive_s=settings.sse_keepalive_s,
                      heartbeat_s=settings.sse_heartbeat_s)
         await hub.start()
@@ -134,6 +141,7 @@ async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
             limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
             audit=audit, hub=hub, teams=teams,
             images=ImageChecker(http, settings.registry, settings.registry_timeout_s),
+            logs=logs,
         )
         web_app = build_web_app(ctx)
         runner = web.AppRunner(web_app, access_log=None, handle_signals=False,
@@ -143,8 +151,9 @@ async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
         host, port = parse_http_addr(settings.http_addr)
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
-        # Runs before runner.cleanup: SSE handlers return once their clients are released.
+        # Run before runner.cleanup: SSE and log-follow handlers return once released.
         stack.push_async_callback(hub.release_clients)
+        stack.push_async_callback(logs.close)
         bound = runner.addresses[0]
         actual_port = int(bound[1])
         consumer = WorkConsumer(bus, consumer_spec(), DeployRequestHandler(ctx), concurrency=8)

@@ -13,6 +13,7 @@ from services.api.intake import DeployIntake
 from services.api.ratelimit import RateLimiter
 from services.api.registry_check import ImageChecker
 from services.api.sse import SseHub
+from services.api.task_logs import LogReader
 from services.api.teams import TeamCache
 from shared.bus.connection import Bus
 from shared.bus.kv import TypedKV
@@ -38,6 +39,7 @@ class ApiContext:
     hub: SseHub
     teams: TeamCache
     images: ImageChecker  # rollback targets' images still in their registry?
+    logs: LogReader  # the apps' task logs, from Nomad
 
 
 CONTEXT = web.AppKey("shaman_api_context", ApiContext)

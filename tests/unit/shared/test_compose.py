@@ -44,6 +44,6 @@ def test_compose_names_every_service_and_only_known_variables() -> None:
         assert not unknown, f"{service} sets variables its code never reads: {unknown}"
         for required in ("NATS_URL", "SHAMAN_HTTP_ADDR"):
             assert required in env, f"{service} lacks {required}"
-    for service in ("scheduler", "watcher"):
+    for service in ("api", "scheduler", "watcher"):  # the api reads the apps' task logs
         assert {"NOMAD_ADDR", "NOMAD_TOKEN"} <= set(services[service]["environment"])
     assert "sync_interval: always" in compose["configs"]["nats-cluster"]["content"]
