@@ -102,6 +102,10 @@ async def run(work: Path, quick: bool) -> dict[str, Any]:
             "p99_ms": {k: median([_latency(x)["p99"] for x in v]) for k, v in sse.items()},
             "p50_ms": {k: median([_latency(x)["p50"] for x in v]) for k, v in sse.items()},
             "delivered": {k: min(x["delivered_ratio"] for x in v) for k, v in sse.items()},
+            # The publisher shares the bench process with every subscriber socket: on a
+            # loaded machine it falls behind the intended rate.
+            "events_published": {k: min(x["events"] for x in v) for k, v in sse.items()},
+            "events_intended": round(100.0 * sse_seconds),
             "runs": sse,
         },
     }

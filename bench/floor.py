@@ -13,7 +13,7 @@ with the same load generator, so each figure has its floor measured in the same 
 - `POST /v1/apps`: 201, so load generators that create an app first work unchanged.
 - `GET /v1/events?app=`: Server-Sent Events from a core NATS subscription on the timeline
   subjects; each message is framed once and the same bytes written to every connection's
-  transport. The floor of SSE fan-out.
+  transport (events arriving in one loop iteration in one write). The floor of SSE fan-out.
 - With `--nomad`, the deploy pipeline behind the accept (the shape of architecture.md §1 with
   one consumer per hop and no logic): a pull consumer resolves the image tag to a digest with
   one `HEAD` to the registry and publishes the release work; a second pull consumer
@@ -96,6 +96,8 @@ class Floor:
         self.ids = itertools.count(1)
         self.sse: dict[str, set[asyncio.Transport]] = {}
         self.sse_seq = 0
+        self.sse_pending: dict[str, list[bytes]] = {}
+        self.sse_flush_scheduled = False
         self.tasks: set[asyncio.Task[Any]] = set()
         self.nc: NatsClient
         self.js: JetStreamContext
@@ -166,14 +168,24 @@ class Floor:
     async def on_event(self, msg: Msg) -> None:
         # shaman.events.<app>.<type...>
         app = msg.subject.split(".", 3)[2]
-        clients = self.sse.get(app)
-        if not clients:
+        if not self.sse.get(app):
             return
         self.sse_seq += 1
         frame = chunk(b"id: " + str(self.sse_seq).encode() + b"\ndata: " + msg.data + b"\n\n")
-        for transport in clients:
-            if not transport.is_closing():
-                transport.write(frame)
+        self.sse_pending.setdefault(app, []).append(frame)
+        if not self.sse_flush_scheduled:
+            # Events that arrive in the same loop iteration go out in one write per client.
+            self.sse_flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_sse)
+
+    def flush_sse(self) -> None:
+        self.sse_flush_scheduled = False
+        pending, self.sse_pending = self.sse_pending, {}
+        for app, frames in pending.items():
+            data = b"".join(frames)
+            for transport in self.sse.get(app, ()):
+                if not transport.is_closing():
+                    transport.write(data)
 
     # -- the pipeline behind a deploy -------------------------------------------------------
 

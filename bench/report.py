@@ -111,6 +111,8 @@ def markdown_report(results: Mapping[str, Any], figures: Iterable[Figure]) -> st
         "(or a lower rate), below = better. Figures taken while other work loads the machine "
         "are pessimistic; compare the ratios, not the absolute numbers."
     )
+    for note in meta.get("notes", []):
+        out += ["", f"Note: {note}"]
     out += ["", markdown_table(figures)]
     skipped: Mapping[str, str] = results.get("skipped", {})
     errors: Mapping[str, str] = results.get("errors", {})
