@@ -441,6 +441,7 @@ def _stats(
         "unknown_calls": sum(1 for op in run.history.deploys(run.apps) if op.outcome == "info"),
         "refused_calls": sum(1 for op in run.history.deploys(run.apps) if op.outcome == "fail"),
         "automatic_rollbacks": sum(1 for d in deploys.values() if d.automatic),
+        "answers_503": sum(1 for op in run.history.ops if op.status == 503),
         "latency_s": percentiles(latencies),
     })
 

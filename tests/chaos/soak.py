@@ -124,6 +124,14 @@ class Soak:
             async with gate:
                 await self.deploy(item)
 
+    async def reader(self, apps: list[str]) -> None:
+        """Reads the api all along, so that it is asked during every fault (the checker
+        wants 503 + Retry-After, never a 500, while NATS is down)."""
+        rng = random.Random(self.args.seed + 1)
+        while not self.stop.is_set():
+            await self.world.client.get_app(rng.choice(apps), process="reader")
+            await self.pause_for(0.3)
+
     # -- the nemesis ---------------------------------------------------------------------
 
     async def pause_for(self, seconds: float) -> None:
@@ -205,10 +213,12 @@ class Soak:
         self.make_plan(apps)
         gate = asyncio.Semaphore(self.args.concurrency)
         nemesis = None if self.args.no_faults else asyncio.create_task(self.nemesis())
+        reader = asyncio.create_task(self.reader(apps))
         try:
             await asyncio.gather(*(self.app_worker(app, gate) for app in apps))
         finally:
             self.stop.set()
+            await reader
             if nemesis is not None:
                 await nemesis
             await self.heal()
@@ -224,8 +234,9 @@ def table(verdict: Verdict, soak: Soak, seconds: float) -> str:
         ("rolled back", s["rolled_back"]), ("superseded", s["superseded"]),
         ("cancelled", s["cancelled"]), ("lost", s["lost"]), ("duplicated", s["duplicated"]),
         ("automatic rollbacks", s["automatic_rollbacks"]),
-        ("calls with unknown outcome (retried)", s["unknown_calls"]),
-        ("calls refused (503/409, retried)", s["refused_calls"]),
+        ("deploy calls with unknown outcome (retried)", s["unknown_calls"]),
+        ("deploy calls refused (503/409, retried)", s["refused_calls"]),
+        ("api answers 503 (all calls)", s["answers_503"]),
         ("latency accept → outcome p50 (s)", lat["p50"]),
         ("latency accept → outcome p90 (s)", lat["p90"]),
         ("latency accept → outcome p99 (s)", lat["p99"]),

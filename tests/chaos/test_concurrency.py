@@ -51,3 +51,22 @@ async def test_concurrent_deploys_of_one_app_latest_wins(world: World) -> None:
     assert job is not None
     assert job["Meta"]["shaman_deploy_id"] == winner
     assert verdict.stats["nomad"][app]["releases_in_nomad"] <= RACERS
+
+
+async def test_a_deploy_superseded_while_it_rolls_out_ends_once(world: World) -> None:
+    """The scheduler's side of latest wins: deploy A is already rolling out (its task is
+    slow to start) when B's release becomes current. A ends superseded, once, with one
+    `deploy.finished`; B ends healthy; Nomad runs B."""
+    app = await world.create_app(tags=("v1", "v2", "v3"))
+    assert (await world.wait_outcome(await world.deploy_ok(app, "v1"))).status == "healthy"
+    version = await world.next_job_version(app)
+    await world.nomad.behave(job=app, job_version=version, start_delay_s=5)
+    world.fault("slow-start", app, f"job version {version} starts after 5 s")
+    first = await world.deploy_ok(app, "v2")
+    await world.tap.wait_event(type="rollout.submitted", deploy_id=first)
+    second = await world.deploy_ok(app, "v3")
+    assert (await world.wait_outcome(second)).status == "healthy"
+    assert (await world.wait_outcome(first)).status == "superseded"
+    await world.assert_invariants()
+    job = await world.nomad.job(app)
+    assert job is not None and job["Meta"]["shaman_deploy_id"] == second

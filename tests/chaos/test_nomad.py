@@ -40,6 +40,21 @@ async def test_nomad_5xx_for_the_next_requests(world: World, status: int) -> Non
     await world.assert_invariants()
 
 
+async def test_nomad_slow_answers(world: World) -> None:
+    app = await _healthy_app(world, "v2")
+    await world.nomad.fault(prefix="/v1/", latency_ms=700)
+    world.fault("fault", "nomad", "every answer 0.7 s late")
+    try:
+        deploy = await world.deploy_ok(app, "v2")
+        record = await world.wait_outcome(deploy, timeout=120)
+    finally:
+        await world.nomad.clear_faults()
+        world.fault("heal", "nomad")
+    assert record.status == "healthy", record.reason
+    await world.assert_invariants()
+
+
+@slow
 async def test_nomad_slow_answers_during_a_rollback(world: World) -> None:
     app = await _healthy_app(world, "v2")
     await world.nomad.fault(prefix="/v1/", latency_ms=1500)
