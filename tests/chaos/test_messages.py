@@ -5,7 +5,9 @@ JetStream's dedupe window; with a new id it is delivered again, even while the f
 is being worked on, and the handlers' CAS on the deploy record keeps it to one release,
 one job version, one rollback. Poison (bytes that are no command, a command that fails
 its schema, a command for a deploy that does not exist): dead-lettered with a reason, and
-the next message on the same consumer is processed.
+the next message on the same consumer is processed. A garbage deploy request from a NATS
+client is refused on the app's timeline (`deploy.rejected`); one on a subject that names
+no app is dead-lettered.
 """
 
 from __future__ import annotations
@@ -82,8 +84,18 @@ async def test_poison_messages_are_dead_lettered_and_the_next_message_flows(
     for subject, data in poison:
         sent.append((subject, (await world.publish(subject, data)).seq))
 
+    # Deploy requests from any NATS client: garbage is refused on the app's timeline; one
+    # whose subject names no app cannot be answered anywhere and is dead-lettered.
+    requests = subjects.deploy_request_subject(app)
+    await world.publish(requests, b"\x00garbage", msg_id="chaos-garbage-request")
+    nowhere = "shaman.requests.Not_An_App.deploy"
+    sent.append((nowhere, (await world.publish(nowhere, b"{}", msg_id="chaos-nowhere")).seq))
+
     deploy = await world.deploy_ok(app)
     assert (await world.wait_outcome(deploy, timeout=60)).status == "healthy"
+    rejected = await world.tap.wait_event(type="deploy.rejected", app=app,
+                                          request_id="chaos-garbage-request")
+    assert rejected["code"], rejected
 
     async def dead_lettered() -> list[dict[str, str]] | None:
         snap = await world.snapshot()
