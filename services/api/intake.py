@@ -41,6 +41,7 @@ from shared.commands import BuildRequested, encode_command
 from shared.errors import BackendUnavailable, ConflictError, NotFoundError
 from shared.events import DeployAccepted, DeployFinished, DeploySuperseded
 from shared.events.base import now
+from shared.events.deploy import finished_msg_id
 from shared.logging import get_logger
 from shared.records import (
     APP_NAME_RE,
@@ -273,7 +274,7 @@ class DeployIntake:
         await self.bus.publish_event(
             DeployFinished(app=app, deploy_id=old_id, status="superseded",
                            reason=f"superseded by {new_id}"),
-            msg_id=f"{old_id}:finished",
+            msg_id=finished_msg_id(old_id, "superseded"),
         )
 
     async def _mark(self, deploy_id: str, status: str, reason: str) -> None:

@@ -53,6 +53,7 @@ from shared.events import (
     Event,
     now,
 )
+from shared.events.deploy import finished_msg_id
 from shared.logging import get_logger
 from shared.records import AppRecord, DeployRecord, transition
 from shared.settings import BuilderSettings
@@ -327,7 +328,7 @@ class BuildWorker:
         await self._publish(DeployFinished(
             app=command.app, deploy_id=command.deploy_id, status="failed", reason=reason,
             duration_s=round(duration, 3),
-        ), msg_id=f"{command.deploy_id}:deploy.finished")
+        ), msg_id=finished_msg_id(command.deploy_id, "failed"))
 
     async def _publish(self, event: Event, *, msg_id: str) -> None:
         await self._retrying(lambda: self.bus.publish_event(event, msg_id=msg_id))

@@ -10,7 +10,7 @@ says whether *this* call made the change, and only then is the matching event
 published (with a deterministic Nats-Msg-Id, so a crash between the write and the
 publish is repaired by the redelivery without a duplicate event). Every deploy this
 service ends also gets its `deploy.finished` (the one honest outcome on the timeline),
-msg id `<deploy_id>:finished:<status>` as everywhere else (`finished_msg_id`).
+msg id `<deploy_id>:finished.<status>` as everywhere else (`finished_msg_id`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from shared import subjects
 from shared.bus import Bus, TypedKV
 from shared.events import DeployCancelled, DeployFinished, DeploySuperseded
+from shared.events.deploy import finished_msg_id
 from shared.logging import get_logger
 from shared.records import AppRecord, DeployRecord, ReleaseRecord, transition
 
@@ -42,10 +43,6 @@ class Stores:
         )
 
 
-def finished_msg_id(deploy_id: str, status: str) -> str:
-    """`deploy.finished`'s msg id, the same scheme in every service: a deploy may finish
-    more than once only with different statuses (healthy, then failed, then rolled_back)."""
-    return f"{deploy_id}:finished:{status}"
 
 
 async def publish_finished(bus: Bus, record: DeployRecord) -> None:

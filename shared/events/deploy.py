@@ -17,6 +17,14 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(
 )
 
 
+def finished_msg_id(deploy_id: str, status: str) -> str:
+    """The Nats-Msg-Id of a deploy's `deploy.finished` with this status, the same in every
+    service: whichever publishes it (after winning the record's CAS), a retry or a
+    replay is stored once, and a later outcome (healthy, then rolled_back after a crash
+    loop) is a different message."""
+    return f"{deploy_id}:finished.{status}"
+
+
 class GitRef(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     ref: str = "main"

@@ -3,7 +3,8 @@
 `deploy.finished` is the one honest outcome of a deploy; the api, the builder and the
 watcher publish it for what they end, and so does the scheduler: for deploys it fails,
 supersedes (latest release wins) or cancels (an automatic rollback with nothing left to
-roll back). Msg id `<deploy_id>:finished:<status>`, as the other services use.
+roll back). Msg id `<deploy_id>:finished.<status>` (shared.events.deploy.finished_msg_id),
+as everywhere.
 """
 
 from __future__ import annotations
