@@ -139,6 +139,13 @@ class SchedulerSettings(CommonSettings, NomadSettings, VaultSettings):
     command_reconcile_wait_s: float = 20.0
     # Vault JWT role rendered into each task's `vault` block (workload identity).
     vault_role: str = "shaman-app"
+    # The task restart policy rendered into every job. Nomad's default waits 15 s before
+    # a restart, which alone keeps a crashing release up for ~17 s before the second
+    # failure proves it bad; the attempts cap (then the alloc fails) bounds the loop, and
+    # the platform rolls a bad release back itself.
+    task_restart_attempts: int = 2
+    task_restart_delay_s: float = 2.0
+    task_restart_interval_s: float = 1800.0
     # Work-queue retry curve after a failed reconcile pass (capped, with jitter).
     requeue_initial_s: float = 0.2
     requeue_max_s: float = 30.0

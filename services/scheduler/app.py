@@ -50,6 +50,9 @@ def render_settings(settings: SchedulerSettings) -> RenderSettings:
         default_domain_template=settings.default_domain_template,
         vault_mount=settings.vault_mount,
         vault_role=settings.vault_role,
+        restart_attempts=settings.task_restart_attempts,
+        restart_delay_s=settings.task_restart_delay_s,
+        restart_interval_s=settings.task_restart_interval_s,
     )
 
 

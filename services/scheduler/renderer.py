@@ -54,6 +54,9 @@ class RenderSettings:
     default_domain_template: str = "{app}.localhost"
     vault_mount: str = "secret"
     vault_role: str = "shaman-app"
+    restart_attempts: int = 2
+    restart_delay_s: float = 2.0
+    restart_interval_s: float = 1800.0
 
 
 def _ns(seconds: float) -> int:
@@ -174,6 +177,14 @@ class JobRenderer:
                 # Nobody else promotes: canaries that pass their checks go ahead by themselves.
                 "AutoPromote": rollout.canaries > 0,
                 "Canary": rollout.canaries,
+            },
+            # Restarts come quickly so a crash on start is proven within seconds; the
+            # attempts cap then fails the allocation (see SchedulerSettings).
+            "RestartPolicy": {
+                "Attempts": s.restart_attempts,
+                "Interval": _ns(s.restart_interval_s),
+                "Delay": _ns(s.restart_delay_s),
+                "Mode": "fail",
             },
             "Tasks": [task],
         }
