@@ -187,7 +187,7 @@ def quick_phases(run: Run, work: Path) -> None:
     run.phase("accept", lambda: asyncio.run(accept_bench.run(work / "accept", quick=True)))
     run.phase("e2e", lambda: asyncio.run(e2e_bench.run(work / "e2e", quick=True)))
     run.phase("localnomad", lambda: run_json_command(
-        "bench.localnomad_bench", ["--samples", "20", "--jobs", "100"], 60))
+        "bench.localnomad_bench", ["--samples", "10", "--jobs", "50"], 60))
     run.skipped.update({
         "builder": "--quick: builds take minutes", "restore": "--quick: podman, minutes",
         "makerun": "--quick: podman, minutes"})

@@ -452,7 +452,7 @@ async def measure(stack: Stack, work: Path, quick: bool) -> dict[str, Any]:
         note("watcher decoding", t0)
         lines = await watcher_bench.record_lines(config.nomad_addr)
         out["watcher_decode"] = await asyncio.to_thread(
-            decode_rounds, lines, 20_000 if quick else 200_000)
+            decode_rounds, lines, 6_000 if quick else 200_000)
     finally:
         await nc.close()
         await c.close()
@@ -472,8 +472,10 @@ async def run(work: Path, quick: bool) -> dict[str, Any]:
         return result
     finally:
         if stack is not None:
+            note("measured; stopping the stack", started)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(stack.down)
+                # Quick runs do not wait for graceful drains (nothing is in flight by now).
+                await asyncio.to_thread(stack.down, 3.0 if quick else None)
             note("stack down", started)
         for name in ("SHAMAN_RATE_LIMIT_PER_S", "SHAMAN_RATE_LIMIT_BURST"):
             os.environ.pop(name, None)
