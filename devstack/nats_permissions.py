@@ -68,6 +68,8 @@ class Access:
     consume: tuple[tuple[str, str], ...] = ()
     #: Streams it reads with ephemeral consumers (replays, live tails).
     read_streams: tuple[str, ...] = ()
+    #: Streams it only looks at (STREAM.INFO: message counts, subjects).
+    inspect_streams: tuple[str, ...] = ()
     kv_read: tuple[str, ...] = ()
     kv_write: tuple[str, ...] = ()  # implies read
     objects_read: tuple[str, ...] = ()
@@ -87,6 +89,8 @@ ACCESS: Mapping[str, Access] = {
         publish=(s.EVENTS_ALL, s.BUILD_WORK_ALL, s.RELEASE_WORK_ALL, s.AUDIT_ALL),
         consume=((s.STREAM_REQUESTS, s.CONSUMER_API_REQUESTS),),
         read_streams=(s.STREAM_EVENTS, s.STREAM_AUDIT),
+        # The re-drive sweep asks whether an app still has build work queued.
+        inspect_streams=(s.STREAM_BUILD_WORK,),
         kv_write=(s.KV_APPS, s.KV_RELEASES, s.KV_DEPLOYS, s.KV_IDEMPOTENCY, s.KV_TOKENS),
         objects_read=(s.OBJECT_STORE_BUILD_LOGS,),
         objects_write=(s.OBJECT_STORE_SOURCES,),
@@ -219,6 +223,7 @@ def permissions(user: str) -> Permissions | None:
         subscribe += sub
     for stream in access.read_streams:
         publish += _stream_reader(stream)
+    publish += [f"{JS_API}.STREAM.INFO.{stream}" for stream in access.inspect_streams]
     for bucket in _unique([*access.kv_read, *access.kv_write]):
         publish += _kv_read(bucket)
     for bucket in access.kv_write:
@@ -316,7 +321,8 @@ def docs_section() -> str:
         out.append(" | ".join([
             f"| `{user}`", a.what, _cell(a.publish),
             _cell(f"{stream}/{durable}" for stream, durable in a.consume),
-            _cell(a.read_streams), _cell(a.kv_read), _cell(a.kv_write), _cell(a.objects_read),
+            _cell([*a.read_streams, *(f"{x} (info)" for x in a.inspect_streams)]),
+            _cell(a.kv_read), _cell(a.kv_write), _cell(a.objects_read),
             _cell(a.objects_write),
             NONE_CELL if a.provision is Provision.NONE else a.provision.value,
             _cell([inbox(user), *a.subscribe]) + " |",
