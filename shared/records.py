@@ -200,5 +200,11 @@ def transition(record: DeployRecord, status: DeployStatus, reason: str | None = 
     return True
 
 
+def remember_deploy(recent: list[str], deploy_id: str) -> list[str]:
+    """`AppRecord.recent_deploys` with `deploy_id` added: newest first (deploy ids sort by
+    creation time, so concurrent writers agree on the order), no repeats, bounded."""
+    return sorted({deploy_id, *recent}, reverse=True)[:RECENT_DEPLOYS_MAX]
+
+
 def release_key(app: str, version: int) -> str:
     return f"{app}.{version}"

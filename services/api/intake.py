@@ -45,11 +45,11 @@ from shared.events.deploy import finished_msg_id
 from shared.logging import get_logger
 from shared.records import (
     APP_NAME_RE,
-    RECENT_DEPLOYS_MAX,
     AppRecord,
     DeployRecord,
     ReleaseKind,
     StatusChange,
+    remember_deploy,
     transition,
 )
 from shared.tasks import capped_backoff
@@ -63,12 +63,6 @@ STALE_CLAIM = timedelta(seconds=10)
 REPUBLISH_WINDOW = timedelta(seconds=240)
 CAS_ATTEMPTS = 500
 PUBLISH_ATTEMPTS = 3
-
-
-def remember_deploy(recent: list[str], deploy_id: str) -> list[str]:
-    """`recent` with `deploy_id` added: newest first (deploy ids sort by creation time,
-    so concurrent writers agree on the order), no repeats, at most RECENT_DEPLOYS_MAX."""
-    return sorted({deploy_id, *recent}, reverse=True)[:RECENT_DEPLOYS_MAX]
 
 
 @dataclass(frozen=True)

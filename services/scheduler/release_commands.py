@@ -81,7 +81,14 @@ from shared.commands import (
 from shared.errors import ConflictError, TemporaryError
 from shared.events import AppScaled, DeployAccepted, ReleaseCreated
 from shared.logging import get_logger
-from shared.records import AppRecord, DeployRecord, ReleaseRecord, release_key, transition
+from shared.records import (
+    AppRecord,
+    DeployRecord,
+    ReleaseRecord,
+    release_key,
+    remember_deploy,
+    transition,
+)
 
 log = get_logger(__name__)
 
@@ -460,7 +467,11 @@ class ReleaseCommandHandler:
 
         def change(app: AppRecord) -> AppRecord | None:
             decisions.append(adopt_release(app, version, deploy.id))
-            return app if decisions[-1].changed else None
+            listed = deploy.id in app.recent_deploys
+            if deploy.automatic and not listed:
+                # The api lists the deploys it accepts; automatic rollbacks are created here.
+                app.recent_deploys = remember_deploy(app.recent_deploys, deploy.id)
+            return app if decisions[-1].changed or (deploy.automatic and not listed) else None
 
         await self.stores.apps.mutate(name, change)
         self.crashpoints.reach("after_app_updated")

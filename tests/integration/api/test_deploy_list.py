@@ -5,9 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.api.ids import new_deploy_id
-from services.api.intake import remember_deploy
 from shared.events.base import now
-from shared.records import RECENT_DEPLOYS_MAX, AppRecord, DeployRecord, RollbackState
+from shared.records import (
+    RECENT_DEPLOYS_MAX,
+    AppRecord,
+    DeployRecord,
+    RollbackState,
+    remember_deploy,
+)
 from tests.integration.api.conftest import Api
 from tests.integration.api.helpers import uniq
 

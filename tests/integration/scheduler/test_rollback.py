@@ -141,6 +141,10 @@ async def test_automatic_rollback_creates_its_deploy_record_once(
     assert [r.version for r in await harness.releases(app)] == [1, 2, 3]
     versions = await harness.versions(app)
     assert sorted(v["Meta"]["shaman_release"] for v in versions) == ["1", "2", "3"]
+    # Listed with the app's deploys (GET /v1/apps/{app}/deploys reads this), once.
+    record = await harness.stores.apps.get(app)
+    assert record is not None
+    assert record.value.recent_deploys.count(f"{app}-d2-rollback") == 1
 
 
 async def test_automatic_rollback_of_a_release_no_longer_current_is_cancelled(
