@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -203,16 +204,20 @@ def _one_outcome(
         if record.rollback is not None and record.rollback.outcome is None:
             verdict.add("terminal", deploy_id, "its automatic rollback never got an outcome")
         events = finished.get(deploy_id, [])
+        statuses = [e.get("status") for e in events]
         if not events:
             verdict.add("outcome", deploy_id,
                         f"ended {record.status} but no deploy.finished was published "
                         f"(history {steps})")
-        elif len(events) > 1:
-            statuses = [e.get("status") for e in events]
+        elif len(set(statuses)) < len(statuses):
             verdict.add("outcome", deploy_id, f"{len(events)} deploy.finished events: {statuses}",
                         duplicate=True)
-        elif events[0].get("status") != record.status:
-            verdict.add("outcome", deploy_id, f"deploy.finished says {events[0].get('status')} "
+        elif any(pair not in LATE_STEPS for pair in pairwise(statuses)):
+            # More than one only for an outcome that changed later (healthy, then a crash
+            # loop rolled it back): one deploy.finished per status, in a legal order.
+            verdict.add("outcome", deploy_id, f"deploy.finished events out of order: {statuses}")
+        elif statuses[-1] != record.status:
+            verdict.add("outcome", deploy_id, f"deploy.finished says {statuses[-1]} "
                                               f"but the record ends {record.status}")
 
 

@@ -81,6 +81,21 @@ def test_two_deploy_finished_events_are_a_duplicate() -> None:
     assert verdict.stats["duplicated"] == 1, verdict.report()
 
 
+def test_a_later_outcome_may_have_its_own_deploy_finished() -> None:
+    """Healthy, then a crash loop rolled it back: one deploy.finished per status is right;
+    the same status twice, or an order the state machine forbids, is not."""
+    run = _run()
+    run.snapshot.deploys["d-1"] = _deploy(
+        "d-1", "pending", "building", "deploying", "healthy", "rolled_back",
+        rollback=RollbackState(requested_at=T0, reason="crash loop", outcome="succeeded"))
+    run.snapshot.messages.append(_event(3, type="deploy.finished", deploy_id="d-1",
+                                        status="rolled_back"))
+    assert "outcome" not in _kinds(run)
+    run.snapshot.messages.append(_event(4, type="deploy.finished", deploy_id="d-1",
+                                        status="healthy"))
+    assert "outcome" in _kinds(run)
+
+
 def test_a_missing_deploy_finished_is_seen() -> None:
     run = _run()
     run.snapshot.messages.pop()
