@@ -355,8 +355,8 @@ def _e2e_figures(e: Any) -> list[Figure]:
             if value is None:
                 continue
             out.append(Figure(f"rss.{name}.{key.split('_')[1]}", f"RSS {name}, {state}", "MB",
-                              value, floor_rss, "bare python with aiohttp, nats, msgspec, "
-                              "pydantic, structlog, prometheus, nomad, hvac imported",
+                              value, floor_rss, "bare python, the services' libraries "
+                              "imported (bench/rss.py)",
                               note="under load = peak during the burst" if state != "idle"
                               else ""))
     return out
