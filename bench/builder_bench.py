@@ -34,7 +34,6 @@ from devstack.podman import ContainerStorage
 from devstack.ports import free_port
 from devstack.seed import busybox_ref, ensure_busybox
 from services.builder.app import create_app
-from services.builder.buildah import BuildahStorage
 from shared.bus import connect_bus, provision
 from shared.events import BuildSucceeded
 from shared.settings import BuilderSettings
@@ -61,8 +60,8 @@ def settings(nats_url: str, registry: str, storage: Path, name: str) -> BuilderS
 
 def warm(storage: Path, registry: str) -> None:
     """Pull the base image into a builder's storage, so runs time builds, not the first pull."""
-    buildah = BuildahStorage(storage).prepare()
-    subprocess.run(buildah.command("pull", "--tls-verify=false", "-q", busybox_ref(registry)),
+    buildah = ContainerStorage(storage).prepare()
+    subprocess.run(buildah.buildah("pull", "--tls-verify=false", "-q", busybox_ref(registry)),
                    env=buildah.env(), check=True, capture_output=True)
 
 
@@ -96,8 +95,8 @@ async def queued_builds(
 
 def remove_working_containers(work: Path) -> None:
     for storage in work.glob("storage-*"):
-        buildah = BuildahStorage(storage)
-        subprocess.run(buildah.command("rm", "--all"), env=buildah.env(), capture_output=True,
+        buildah = ContainerStorage(storage)
+        subprocess.run(buildah.buildah("rm", "--all"), env=buildah.env(), capture_output=True,
                        check=False)
 
 
