@@ -19,7 +19,8 @@ Nomad answering 5xx for the next N requests, Nomad slow for a while, Nomad's eve
 streams cut with the event buffer dropped.
 
 At the end everything is healed, the deploys are given time to settle, and the invariants
-(tests/chaos/invariants.py) are checked over the whole run. It prints a table: accepted,
+(tests/chaos/invariants.py) are checked over the whole run (the services' logs are kept
+with the history and the verdict in the artifacts directory). It prints a table: accepted,
 healthy, failed, rolled back, superseded, lost, duplicated, and accept → outcome latency
 percentiles; then any invariant violation. Exit status 1 if any deploy was lost or
 duplicated (with --strict: if any invariant was violated).
@@ -34,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -295,6 +297,13 @@ async def amain(args: argparse.Namespace) -> int:
             seconds = time.monotonic() - began
     finally:
         await asyncio.to_thread(stack.down)
+        # The logs are evidence for the verdict; the rest of the home (NATS' store, ...) goes.
+        logs = artifacts / "logs"
+        for log in stack.log_files():
+            target = logs / log.relative_to(home)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(log, target)
+        shutil.rmtree(home, ignore_errors=True)
     print()
     print(table(verdict, soak, seconds))
     print()
