@@ -82,6 +82,7 @@ class World:
         self._exit = contextlib.AsyncExitStack()
         self.last_verdict: Verdict | None = None
         self._log_offsets: dict[Path, int] = {}
+        self._connecting = asyncio.Lock()
 
     async def __aenter__(self) -> World:
         # Service logs accumulate over a module: scenarios read only what follows this.
@@ -165,17 +166,21 @@ class World:
     # -- records ----------------------------------------------------------------------------
 
     async def deploys_kv(self) -> TypedKV[DeployRecord]:
-        if self._deploys is None:
-            async def quiet(_exc: Exception) -> None:
-                return None
+        # One connection for the whole world: many waiters ask at once on first use, and
+        # a second connection made in that race would never be closed.
+        async with self._connecting:
+            if self._deploys is None:
+                async def quiet(_exc: Exception) -> None:
+                    return None
 
-            self._nc = await nats.connect(self.stack.nats_url, name="chaos-world",
-                                          max_reconnect_attempts=-1, reconnect_time_wait=0.2,
-                                          error_cb=quiet,
-                                          **self.stack.nats_options())  # type: ignore[arg-type]
-            js = self._nc.jetstream(timeout=5)
-            self._deploys = TypedKV(await js.key_value(subjects.KV_DEPLOYS), DeployRecord)
-        return self._deploys
+                if self._nc is None:
+                    self._nc = await nats.connect(
+                        self.stack.nats_url, name="chaos-world", max_reconnect_attempts=-1,
+                        reconnect_time_wait=0.2, error_cb=quiet,
+                        **self.stack.nats_options())  # type: ignore[arg-type]
+                js = self._nc.jetstream(timeout=5)
+                self._deploys = TypedKV(await js.key_value(subjects.KV_DEPLOYS), DeployRecord)
+            return self._deploys
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None,
                       headers: dict[str, str] | None = None) -> PubAck:
