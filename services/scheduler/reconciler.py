@@ -112,10 +112,16 @@ class Reconciler:
         deploy = await self._active_deploy(app)
         # The active deploy still waits for its job to be submitted (first pass after the
         # release was made current, or a retry after Nomad trouble or a crash).
+        # A deploy whose release is current but whose record does not name it yet (the
+        # scheduler died between making it current and writing the deploy) is just as
+        # unsubmitted: the release says whose it is.
         unsubmitted = (
             deploy is not None
-            and deploy.release == release.version
             and deploy.job_modify_index is None
+            and (
+                deploy.release == release.version
+                or (deploy.release is None and release.deploy_id == deploy.id)
+            )
         )
         awaiting = unsubmitted and deploy is not None and deploy.status == "deploying"
         if not release.image:
@@ -130,7 +136,9 @@ class Reconciler:
                 metrics.DEPLOYS_FAILED.labels(cause="render").inc()
             return "error"
         try:
-            return await self._converge(app, release, deploy, desired, awaiting=awaiting,
+            # The submission is recorded even when the watcher already saw the rollout end
+            # (a scheduler killed between register and record, restarted after it).
+            return await self._converge(app, release, deploy, desired, awaiting=unsubmitted,
                                         submitted=not unsubmitted)
         except TemporaryError as exc:
             if awaiting and deploy is not None:
@@ -259,8 +267,11 @@ class Reconciler:
         )
 
         def change(record: DeployRecord) -> DeployRecord | None:
-            if record.job_modify_index is not None or record.release != release.version:
+            if record.job_modify_index is not None or record.release not in (
+                None, release.version
+            ):
                 return None
+            record.release = release.version
             record.job_modify_index = job_modify_index
             record.job_version = version
             record.updated_at = now()
