@@ -146,6 +146,7 @@ class ChaosStack:
         self._stack = _EnvStack(self.config, self.env)
         self.extra: dict[str, ShamanService] = {}
         self._extra_storage: list[Path] = []
+        self._one_off: set[str] = set()  # services running with one-off settings
 
     # -- addresses -----------------------------------------------------------------------
 
@@ -271,6 +272,10 @@ class ChaosStack:
         if name in SERVICES:
             base = dict(self.env[name])
             self.env[name].update(env)
+            if env:
+                self._one_off.add(name)
+            else:
+                self._one_off.discard(name)
             try:
                 self._stack._components.pop(name, None)  # rebuilt with the env above
                 self._stack.component(name).start()
@@ -279,6 +284,22 @@ class ChaosStack:
                 self.env[name].update(base)
             return
         self.component(name).start()
+
+    def heal(self) -> list[str]:
+        """Back to the module's normal: nothing stopped (SIGSTOP), every component running,
+        no service left with one-off settings (an armed crash point). Returns what it did,
+        so that a scenario that failed half-way does not break the next one."""
+        done: list[str] = []
+        for name in (*self._stack.names(), *self.extra):
+            with contextlib.suppress(Exception):
+                self.signal(name, signal.SIGCONT)
+        for name in self._stack.names():
+            if name in self._one_off and self.running(name):
+                self.kill(name)
+            if not self.running(name):
+                self.start(name)
+                done.append(name)
+        return done
 
     @staticmethod
     def _wait_port_free(component: Component, timeout_s: float = 20.0) -> None:

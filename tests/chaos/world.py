@@ -102,9 +102,18 @@ class World:
 
     async def __aexit__(self, *exc: object) -> None:
         try:
+            await self._heal()
             await self._exit.aclose()
         finally:
             self.history.dump(self.artifacts / f"{self.name}-history.jsonl")
+
+    async def _heal(self) -> None:
+        """Leave the module's stack as the next scenario expects it, whatever happened."""
+        with contextlib.suppress(Exception):
+            await self.nomad.clear_faults()
+            await self.nomad.control("POST", "watcher", {"paused": False})
+        for name in await asyncio.to_thread(self.stack.heal):
+            self.fault("heal", name, "started again after the scenario")
 
     async def _close_nats(self) -> None:
         if self._nc is not None:
