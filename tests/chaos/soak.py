@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.components.base import ComponentError
 from tests.chaos.history import Op
 from tests.chaos.invariants import Verdict
 from tests.chaos.stack import ChaosStack
@@ -169,9 +170,13 @@ class Soak:
                 elif fault == "crashpoint":
                     name = self.rng.choice(tuple(crashpoints))
                     point = self.rng.choice(crashpoints[name])
-                    await w.restart(name, SHAMAN_CRASHPOINT=point)
-                    with contextlib.suppress(AssertionError):
-                        await w.wait_crashed(name, timeout=20)
+                    try:
+                        await w.restart(name, SHAMAN_CRASHPOINT=point)
+                    except ComponentError:  # it got there while starting up (a resync)
+                        w.fault("crashed", name, "crash point reached while starting")
+                    else:
+                        with contextlib.suppress(AssertionError):
+                            await w.wait_crashed(name, timeout=20)
                     await w.restart(name) if w.stack.running(name) else await w.start(name)
                 elif fault == "nomad-5xx":
                     n = self.rng.randint(3, 15)

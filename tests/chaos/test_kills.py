@@ -64,6 +64,24 @@ async def test_scheduler_crash_point_gives_one_release_and_one_job_version(
     assert (nomad["job_versions"], nomad["releases_in_nomad"], nomad["releases"]) == (1, 1, 1)
 
 
+async def test_scheduler_crash_after_registering_a_bad_release(world: World) -> None:
+    """The scheduler dies right after registering a release that then fails; the watcher
+    fails it and asks for the rollback while the scheduler is down. Back up, the scheduler
+    must still record the failed deploy's submission (its release ran as a job version)
+    as well as roll back once."""
+    app = await _healthy_app(world, "v2")
+    await world.restart("scheduler", SHAMAN_CRASHPOINT="after_nomad_register")
+    await world.make_bad(app, "crash")
+    deploy = await world.deploy_ok(app, "v2")
+    await world.wait_crashed("scheduler")
+    failed = await world.wait_status(deploy, "failed", timeout=60)
+    assert failed.rollback is not None
+    await world.start("scheduler")
+    record = await world.wait_outcome(deploy)
+    assert record.status == "rolled_back", record.reason
+    await world.assert_invariants()
+
+
 async def test_scheduler_killed_when_the_release_command_arrives(world: World) -> None:
     app = await _healthy_app(world, "v2")
     await world.make_bad(app, "checks")
