@@ -18,58 +18,26 @@ from __future__ import annotations
 
 import aiohttp
 
+from shared.errors import BackendUnavailable
 from shared.logging import get_logger
+from shared.registry import RegistryChecker, split_reference
 
 log = get_logger(__name__)
 
-_ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
-
-
-def split_reference(image: str) -> tuple[str, str, str] | None:
-    """`host[:port]/name@sha256:…` → (host, name, digest); None without a registry host."""
-    if "@" not in image:
-        return None
-    repo, digest = image.split("@", 1)
-    first, sep, rest = repo.partition("/")
-    if not sep or not ("." in first or ":" in first or first == "localhost"):
-        return None  # Docker Hub shorthand: not reachable from here, cannot tell
-    return first, rest, digest
+__all__ = ["ImageChecker", "split_reference"]
 
 
 class ImageChecker:
+    """shared.registry's check, lenient: what the registry cannot answer is None."""
+
     def __init__(self, session: aiohttp.ClientSession, local_registry: str,
                  timeout_s: float) -> None:
-        self._session = session
-        self._local = local_registry
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-
-    def _scheme(self, host: str) -> str:
-        plain = host == self._local or host.startswith(("127.", "localhost"))
-        return "http" if plain else "https"
+        self._checker = RegistryChecker(session, local_registry, timeout_s)
 
     async def exists(self, image: str) -> bool | None:
-        parts = split_reference(image)
-        if parts is None:
-            return None
-        host, name, digest = parts
-        url = f"{self._scheme(host)}://{host}/v2/{name}/manifests/{digest}"
         try:
-            async with self._session.head(url, headers={"Accept": _ACCEPT},
-                                          timeout=self._timeout, allow_redirects=True) as resp:
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("registry unreachable; the rollback is left to the scheduler's check",
-                        registry=host, error=type(exc).__name__)
+            return await self._checker.image_exists(image)
+        except BackendUnavailable as exc:
+            log.warning("registry gave no answer; the rollback is left to the scheduler's "
+                        "check", error=exc.detail)
             return None
-        if status == 200:
-            return True
-        if status == 404:
-            return False
-        log.warning("registry gave no answer about the image; the rollback is left to the "
-                    "scheduler's check", registry=host, status=status)
-        return None
