@@ -60,18 +60,16 @@ async def fail_deploy(bus: Bus, stores: Stores, deploy_id: str, reason: str) -> 
 
     Publishes `deploy.finished` when this call made the change.
     """
-    changed: list[DeployRecord] = []
-
     def change(record: DeployRecord) -> DeployRecord | None:
         if not transition(record, "failed", reason):
             return None
-        changed.append(record)
         return record
 
-    await stores.deploys.mutate(deploy_id, change)
-    if not changed:
+    # mutate returns the entry it wrote, None when `change` declined (not ours to move).
+    written = await stores.deploys.mutate(deploy_id, change)
+    if written is None:
         return False
-    record = changed[-1]
+    record = written.value
     log.info("deploy failed", app=record.app, deploy_id=deploy_id, reason=reason)
     await publish_finished(bus, record)
     return True
@@ -81,21 +79,19 @@ async def supersede_deploy(bus: Bus, stores: Stores, deploy_id: str, by: str,
                            *, release: int | None = None) -> bool:
     """Move a non-terminal deploy to `superseded` by deploy `by`; publish
     `deploy.superseded` and `deploy.finished` when this call made the change."""
-    changed: list[DeployRecord] = []
-
     def change(record: DeployRecord) -> DeployRecord | None:
         if not transition(record, "superseded", f"superseded by {by}"):
             return None
         record.superseded_by = by
         if release is not None and record.release is None:
             record.release = release
-        changed.append(record)
         return record
 
-    await stores.deploys.mutate(deploy_id, change)
-    if not changed:
+    # mutate returns the entry it wrote, None when `change` declined (not ours to move).
+    written = await stores.deploys.mutate(deploy_id, change)
+    if written is None:
         return False
-    record = changed[-1]
+    record = written.value
     log.info("deploy superseded", app=record.app, deploy_id=deploy_id, superseded_by=by)
     await bus.publish_event(
         DeploySuperseded(app=record.app, deploy_id=deploy_id, superseded_by=by),
@@ -108,18 +104,16 @@ async def supersede_deploy(bus: Bus, stores: Stores, deploy_id: str, by: str,
 async def cancel_deploy(bus: Bus, stores: Stores, deploy_id: str, reason: str) -> bool:
     """Move a non-terminal deploy to `cancelled`; publish `deploy.cancelled` and
     `deploy.finished` when this call made the change."""
-    changed: list[DeployRecord] = []
-
     def change(record: DeployRecord) -> DeployRecord | None:
         if not transition(record, "cancelled", reason):
             return None
-        changed.append(record)
         return record
 
-    await stores.deploys.mutate(deploy_id, change)
-    if not changed:
+    # mutate returns the entry it wrote, None when `change` declined (not ours to move).
+    written = await stores.deploys.mutate(deploy_id, change)
+    if written is None:
         return False
-    record = changed[-1]
+    record = written.value
     log.info("deploy cancelled", app=record.app, deploy_id=deploy_id, reason=reason)
     await bus.publish_event(
         DeployCancelled(app=record.app, deploy_id=deploy_id, reason=reason),
