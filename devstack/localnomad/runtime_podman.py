@@ -164,7 +164,7 @@ class PodmanRuntime:
         if rc != 0:
             raise StartError(f"failed to start container: {err.strip() or out.strip()}")
         handle = PodmanHandle(self, spec, name)
-        await handle.attach(truncate=True)
+        await handle.attach()
         return handle
 
     async def adopt(self, spec: TaskSpec) -> PodmanHandle | None:
@@ -177,7 +177,7 @@ class PodmanRuntime:
             await self.podman("rm", "-f", "-t", "0", name, timeout=60)
             return None
         handle = PodmanHandle(self, spec, name)
-        await handle.attach(truncate=True)
+        await handle.attach()
         return handle
 
     async def helper(self, *args: str, stdout: Any, stderr: Any) -> asyncio.subprocess.Process:
@@ -234,8 +234,11 @@ class PodmanHandle:
         self._logs: asyncio.subprocess.Process | None = None
         self._files: list[Any] = []
 
-    async def attach(self, truncate: bool) -> None:
-        mode = "wb" if truncate else "ab"
+    async def attach(self) -> None:
+        # Append, as Nomad's log collector does: a restarted task's file keeps what the
+        # runs before it wrote (a crash-looping task's last words stay readable); a new
+        # allocation has a new directory, so its files start empty.
+        mode = "ab"
         self.spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
         # Small local files, opened once per container start; owned by the log follower.
         out = open(self.spec.stdout_path, mode)  # noqa: SIM115, ASYNC230

@@ -1,8 +1,9 @@
 """Reading an app's task logs from Nomad, for `GET /v1/apps/{app}/logs`.
 
 Which allocations: those of the app's job (`GET /v1/job/<app>/allocations`, through
-shared.nomad's NomadClient) that are not terminal; when there is none, the most recent
-one, so a crashed app still shows its last words. The task is always `app`
+shared.nomad's NomadClient) that are not terminal, plus the latest failed one of a running
+job version (Nomad replaced it); when none is running, the most recent one. Either way a
+crashed app still shows its last words. The task is always `app`
 (docs/decisions/0001-deploy-flow.md, rendering conventions).
 
 How: Nomad's `GET /v1/client/fs/logs/<alloc>?task=app&type=stdout|stderr`, read here
@@ -62,14 +63,22 @@ def is_terminal(alloc: JSON) -> bool:
             or alloc.get("ClientStatus") in _TERMINAL_CLIENT)
 
 
+def _latest(allocs: list[JSON]) -> JSON:
+    return max(allocs, key=lambda a: (a.get("ModifyIndex", 0), a.get("ID", "")))
+
+
 def pick_allocations(allocs: list[JSON]) -> list[JSON]:
-    """The running allocations, oldest first; else the most recent one (a crashed app)."""
-    running = [a for a in allocs if not is_terminal(a)]
-    if running:
-        return sorted(running, key=lambda a: (a.get("CreateIndex", 0), a.get("ID", "")))
-    if allocs:
-        return [max(allocs, key=lambda a: (a.get("ModifyIndex", 0), a.get("ID", "")))]
-    return []
+    """The running allocations, oldest first, after the latest failed allocation of a
+    job version that is running (a crash-looping instance Nomad replaced: its last words
+    are what the developer is looking for); with nothing running, the most recent one."""
+    running = sorted((a for a in allocs if not is_terminal(a)),
+                     key=lambda a: (a.get("CreateIndex", 0), a.get("ID", "")))
+    if not running:
+        return [_latest(allocs)] if allocs else []
+    versions = {a.get("JobVersion") for a in running}
+    failed = [a for a in allocs if is_terminal(a) and a.get("ClientStatus") == "failed"
+              and a.get("JobVersion") in versions]
+    return ([_latest(failed)] if failed else []) + running
 
 
 def last_lines(data: bytes, count: int) -> bytes:

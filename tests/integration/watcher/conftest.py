@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +240,16 @@ class Harness:
         entry = await self.apps.get(self.app)
         assert entry is not None
         return entry.value
+
+    async def wait_app(self, what: str, predicate: Callable[[AppRecord], bool],
+                       timeout: float = 20.0) -> AppRecord:
+        """The app record once `predicate` holds: the watcher writes the deploy record
+        first and the app record after it, so reading it right after a status races."""
+        async def holds() -> AppRecord | None:
+            record = await self.app_record()
+            return record if predicate(record) else None
+
+        return await wait_for(holds, timeout, f"app record: {what}")
 
     async def wait_status(
         self, deploy_id: str, *statuses: str, timeout: float = 20.0

@@ -78,7 +78,7 @@ async def test_auto_rollback_off_ends_failed_and_leaves_nomad_alone(harness: Har
     assert deploy.rollback is None
     assert deploy.reason is not None and "exited with code 3" in deploy.reason
     await h.wait_event("deploy.finished")
-    assert (await h.app_record()).state == "failed"
+    await h.wait_app("state failed", lambda a: a.state == "failed")
 
     async def nothing_rolled_back() -> bool:
         return await _rollbacks(h) == [] and not await h.events("rollback.started")
@@ -145,7 +145,7 @@ async def test_crash_loop_after_healthy_is_rolled_back(harness: Harness) -> None
     await h.start_watcher(crash_loop_window_s=30.0)
     h.register("d-loop", 2)
     await h.wait_status("d-loop", "healthy")
-    assert (await h.app_record()).last_healthy_release == 2
+    await h.wait_app("last healthy release 2", lambda a: a.last_healthy_release == 2)
     # now the release starts crash-looping
     h.behave(exit_code=1, exit_after_s=0.05)
 
@@ -153,7 +153,7 @@ async def test_crash_loop_after_healthy_is_rolled_back(harness: Harness) -> None
     assert deploy.reason is not None and "crash-looping" in deploy.reason
     [command] = await wait_for(lambda: _rollbacks(h), 10, "rollback")
     assert command.to_version == 1
-    assert (await h.app_record()).last_healthy_release == 1
+    await h.wait_app("last healthy release 1", lambda a: a.last_healthy_release == 1)
     # the scheduler executes the rollback; the restored release runs fine
     h.behave(exit_code=0, exit_after_s=3600)
     await h.seed_deploy("d-loop-rollback", 3, kind="rollback", automatic=True,
@@ -227,7 +227,7 @@ async def test_same_deploy_registered_again_is_not_superseded(harness: Harness) 
     assert deploy.status == "healthy"
     latest = h.nomad.job.get_deployment(h.app)
     assert latest["Status"] == "successful" and deploy.nomad_deployment_id == latest["ID"]
-    assert (await h.app_record()).last_healthy_release == 2
+    await h.wait_app("last healthy release 2", lambda a: a.last_healthy_release == 2)
     [finished] = await h.wait_event("deploy.finished")
     assert isinstance(finished, DeployFinished) and finished.status == "healthy"
 

@@ -85,7 +85,7 @@ async def test_task_exiting_1_fails_fast_and_rolls_back_once(harness: Harness) -
                 if isinstance(e, DeployFinished)]
     assert sorted((f.deploy_id, f.status) for f in finished) == [
         ("d-bad", "rolled_back"), ("d-bad-rollback", "healthy")]
-    assert (await h.app_record()).last_healthy_release == 3
+    await h.wait_app("last healthy release 3", lambda a: a.last_healthy_release == 3)
 
     async def still_one() -> bool:
         return len([c for c in await h.commands() if isinstance(c, Rollback)]) == 1

@@ -58,13 +58,18 @@ def test_line_splitter_waits_for_the_newline_and_cuts_giant_lines() -> None:
 
 def test_running_allocations_first_else_the_latest_terminal_one() -> None:
     def alloc(id_: str, client: str, desired: str = "run", create: int = 1,
-              modify: int = 1) -> dict[str, object]:
+              modify: int = 1, version: int = 1) -> dict[str, object]:
         return {"ID": id_, "ClientStatus": client, "DesiredStatus": desired,
-                "CreateIndex": create, "ModifyIndex": modify}
+                "CreateIndex": create, "ModifyIndex": modify, "JobVersion": version}
 
     running = [alloc("b", "running", create=5), alloc("a", "pending", create=3),
-               alloc("c", "failed"), alloc("d", "running", desired="stop")]
+               alloc("c", "failed", version=0), alloc("d", "running", desired="stop")]
     assert [a["ID"] for a in pick_allocations(running)] == ["a", "b"]
+    # A crash-looping instance Nomad replaced: the latest failed one of the running
+    # version comes first, so its last words show; older failures do not.
+    replaced = [alloc("new", "pending", create=9), alloc("f1", "failed", modify=4),
+                alloc("f2", "failed", modify=8), alloc("old", "failed", modify=9, version=0)]
+    assert [a["ID"] for a in pick_allocations(replaced)] == ["f2", "new"]
     crashed = [alloc("x", "failed", modify=7), alloc("y", "failed", modify=9),
                alloc("z", "complete", modify=8)]
     assert [a["ID"] for a in pick_allocations(crashed)] == ["y"]
