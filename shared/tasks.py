@@ -4,8 +4,10 @@
 loop, the event-stream reader, a resync timer). It keeps a strong reference to every
 task (the event loop only keeps weak ones), names it, logs an unexpected exit with the
 task's name and traceback, remembers which tasks crashed (so /healthz can fail), and on
-close cancels and awaits everything it started. `CancelledError` is never swallowed:
-closing a group while the closer itself is being cancelled re-raises.
+close cancels and awaits everything it started, cancelling again what a library lost the
+cancellation of. `CancelledError` is never swallowed: closing a group while the closer
+itself is being cancelled re-raises. `raise_if_cancelled()` is the check long-running
+loops make each turn (why: its docstring).
 
 It is not a supervisor: a crashed task is not restarted here. Loops that must survive
 failures catch and back off inside themselves; a crash means a bug, surfaces in the
@@ -29,7 +31,7 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from shared.logging import get_logger
 
-__all__ = ["BackgroundTasks", "backoff_delay", "capped_backoff", "spawn"]
+__all__ = ["BackgroundTasks", "backoff_delay", "capped_backoff", "raise_if_cancelled", "spawn"]
 
 log = get_logger(__name__)
 
@@ -52,6 +54,25 @@ def _log_exit(task: asyncio.Task[Any], *, expected_to_run_forever: bool) -> Base
     elif expected_to_run_forever:
         log.warning("background task exited", task=name)
     return exc
+
+
+# How often close() cancels again a task that has not ended yet.
+RECANCEL_S = 0.5
+
+
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if the current task was asked to stop and something below it
+    swallowed the request.
+
+    Python 3.11's asyncio.wait_for returns the awaited result instead of raising when
+    that result arrives in the same loop turn as the cancel (fixed in 3.12), and nats-py
+    awaits every request and KV write that way: in a loop of KV writes about one cancel
+    in five was lost. The task still counts the request (`Task.cancelling()`), so every
+    long-running loop calls this at the top of each turn.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class BackgroundTasks:
@@ -120,7 +141,19 @@ class BackgroundTasks:
             return
         # asyncio.wait never raises the tasks' exceptions and never swallows our own
         # cancellation: if close() is cancelled, CancelledError propagates from here.
-        _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        # A task whose cancellation was lost below it (see raise_if_cancelled) is
+        # cancelled again every RECANCEL_S: its next await then ends it.
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        pending = set(tasks)
+        while pending:
+            wait_s = RECANCEL_S if deadline is None else min(RECANCEL_S,
+                                                             deadline - loop.time())
+            if wait_s <= 0:
+                break
+            _done, pending = await asyncio.wait(pending, timeout=wait_s)
+            for task in pending:
+                task.cancel()
         for task in pending:
             log.error("background task ignored cancellation", task=task.get_name())
 

@@ -21,7 +21,7 @@ from shared.bus.connection import Bus
 from shared.events.base import now
 from shared.logging import get_logger
 from shared.subjects import AUDIT_ALL, STREAM_AUDIT, audit_subject
-from shared.tasks import BackgroundTasks
+from shared.tasks import BackgroundTasks, raise_if_cancelled
 
 log = get_logger(__name__)
 
@@ -118,6 +118,7 @@ class AuditLog:
 
     async def _flush_loop(self) -> None:
         while True:
+            raise_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.5)
             self._wake.clear()

@@ -33,7 +33,7 @@ from shared.bus.connection import UNAVAILABLE, Bus
 from shared.errors import BackendUnavailable
 from shared.logging import get_logger
 from shared.subjects import EVENTS_ROOT, STREAM_EVENTS
-from shared.tasks import BackgroundTasks
+from shared.tasks import BackgroundTasks, raise_if_cancelled
 
 log = get_logger(__name__)
 
@@ -243,6 +243,7 @@ class SseHub:
 
     async def _keepalive(self) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(self.keepalive_s)
             started = time.monotonic()
             for channel in list(self._channels.values()):

@@ -24,6 +24,7 @@ from shared.bus import Bus
 from shared.errors import BackendUnavailable
 from shared.events import BuildLog
 from shared.logging import get_logger
+from shared.tasks import raise_if_cancelled
 
 log = get_logger(__name__)
 
@@ -110,6 +111,7 @@ class BuildLogStream:
 
     async def _flusher(self) -> None:
         while not self._closing:
+            raise_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()

@@ -25,6 +25,7 @@ from shared.bus import TypedKV
 from shared.errors import BackendUnavailable
 from shared.logging import get_logger
 from shared.records import AppRecord, DeployRecord, ReleaseRecord
+from shared.tasks import raise_if_cancelled
 
 log = get_logger(__name__)
 
@@ -113,6 +114,7 @@ class ImageRetention:
 
     async def run_forever(self, interval_s: float) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(interval_s)
             try:
                 reports = await self.prune_all()

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from shared.logging import get_logger
-from shared.tasks import BackgroundTasks, backoff_delay
+from shared.tasks import BackgroundTasks, backoff_delay, raise_if_cancelled
 
 log = get_logger(__name__)
 
@@ -175,6 +175,7 @@ class WorkQueue:
 
     async def _worker(self) -> None:
         while not self._closed:
+            raise_if_cancelled()
             key = await self._next_key()
             if self._closed or key == _WAKEUP:
                 return

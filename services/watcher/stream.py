@@ -30,6 +30,7 @@ from shared.bus import TypedKV
 from shared.errors import ShamanError
 from shared.logging import get_logger
 from shared.nomad.event_stream import Envelope, NomadEventStream, reconnecting_envelopes
+from shared.tasks import raise_if_cancelled
 
 log = get_logger(__name__)
 
@@ -136,6 +137,7 @@ class StreamFollower:
     async def flush_loop(self) -> None:
         """Store the position when the queue has caught up (see the module docstring)."""
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(self.checkpoint_interval_s)
             lag = time.monotonic() - self._stored_at
             if self.queue.idle or lag >= self.checkpoint_max_lag_s:

@@ -24,7 +24,7 @@ from shared.bus import TypedKV
 from shared.errors import ShamanError, TemporaryError
 from shared.logging import get_logger
 from shared.records import AppRecord
-from shared.tasks import BackgroundTasks, backoff_delay
+from shared.tasks import BackgroundTasks, backoff_delay, raise_if_cancelled
 
 log = get_logger(__name__)
 
@@ -83,6 +83,7 @@ class Watcher:
 
     async def _relist_timer(self) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(self.relist_interval_s)
             self.request_relist()
 
@@ -94,6 +95,7 @@ class Watcher:
 
     async def _work(self) -> None:
         while True:
+            raise_if_cancelled()
             key = await self.queue.get()
             if self._closing:
                 self.queue.done(key)

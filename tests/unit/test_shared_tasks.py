@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from shared.tasks import BackgroundTasks, backoff_delay, spawn
+from shared.tasks import BackgroundTasks, backoff_delay, raise_if_cancelled, spawn
 
 
 async def _forever(started: asyncio.Event) -> None:
@@ -113,3 +113,43 @@ def test_backoff_grows_exponentially_and_is_capped() -> None:
         assert base <= delay <= min(base + 1.0, 30.0) or delay == 30.0
         assert delay <= 30.0
     assert backoff_delay(0, 1.0, 10.0, 0.0) == 1.0
+
+
+async def _swallows_one_cancel(turns: list[int], check: bool) -> None:
+    """A loop whose first cancellation is lost below it, as Python 3.11's wait_for loses
+    one when the awaited result arrives in the same turn as the cancel."""
+    swallowed = False
+    while True:
+        if check:
+            raise_if_cancelled()
+        turns.append(1)
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed = True  # lost: the loop goes on
+
+
+async def test_raise_if_cancelled_ends_a_loop_whose_cancel_was_swallowed() -> None:
+    turns: list[int] = []
+    task = asyncio.create_task(_swallows_one_cancel(turns, check=True))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert task in done and task.cancelled()
+
+
+async def test_close_cancels_again_a_task_that_lost_its_cancel() -> None:
+    turns: list[int] = []
+    tasks = BackgroundTasks("t")
+    task = tasks.spawn("loop", _swallows_one_cancel(turns, check=False))
+    await asyncio.sleep(0.05)
+    with capture_logs() as logs:
+        await tasks.close(timeout_s=5)
+    assert task.cancelled()
+    assert not [e for e in logs if e["event"] == "background task ignored cancellation"]
+
+
+async def test_raise_if_cancelled_in_a_task_nobody_cancelled_does_nothing() -> None:
+    raise_if_cancelled()
