@@ -7,8 +7,9 @@ Run as `python -m bench.api_bench [--quick]`. Starts a nats-server and the api
 - GET /v1/apps/{app}/deploys/{id} (p50/p99 ms);
 - SSE fan-out: N subscribers on GET /v1/events?app=…, events published on NATS at a fixed
   rate; delivery latency from publish to each subscriber's socket (p50/p99 ms) and the
-  share of events delivered to every subscriber. Subscribers are plain asyncio protocols
-  (not aiohttp) so the load generator costs as little CPU as it can.
+  share of events delivered to every subscriber. The subscribers live in a process of
+  their own (bench/sse_subscribers.py: plain asyncio protocols, on uvloop when installed)
+  so that reading 1,000 sockets does not starve the publisher.
 Everything shares the machine's cores; compare medians and ratios within one run.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -110,119 +110,58 @@ async def bench_requests(base: str, samples: int) -> dict[str, Any]:
             "deploys_per_s_32_in_flight": round(rate, 1)}
 
 
-class Progress:
-    """Frames received by all subscribers; `done` is set once `target` is reached."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.target: int | None = None
-        self.done = asyncio.Event()
-
-    def add(self, n: int) -> None:
-        self.total += n
-        if self.target is not None and self.total >= self.target:
-            self.done.set()
-
-    def expect(self, target: int) -> None:
-        self.target = target
-        if self.total >= target:
-            self.done.set()
-
-
-class SseClient(asyncio.Protocol):
-    """Counts events and records publish→receive latency from the `source` field."""
-
-    def __init__(self, latencies: list[float], seen: dict[str, int], progress: Progress,
-                 sample: bool) -> None:
-        self.buf = b""
-        self.latencies = latencies
-        self.seen = seen
-        self.progress = progress
-        self.sample = sample
-        self.ready = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
-        if not self.ready.done():
-            self.ready.set_result(None)
-        if not self.sample:
-            # Most subscribers only count frames (cheap, in C), so the load generator
-            # spends its CPU on the sampled ones and does not starve the api.
-            self.progress.add(data.count(b"\nid: ") + data.startswith(b"id: "))
-            return
-        self.buf += data
-        marker = b'"source":"bench-'
-        while True:
-            i = self.buf.find(marker)
-            if i < 0:
-                self.buf = self.buf[-len(marker):]
-                return
-            j = self.buf.find(b'"', i + len(marker))
-            if j < 0:
-                self.buf = self.buf[i:]
-                return
-            sent = int(self.buf[i + len(marker):j])
-            self.latencies.append((now - sent) / 1e6)
-            key = str(sent)
-            self.seen[key] = self.seen.get(key, 0) + 1
-            self.progress.add(1)
-            self.buf = self.buf[j:]
-
-
 async def bench_sse(nats_url: str, port: int, subscribers: int, rate: float,
                     seconds: float) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    seen: dict[str, int] = {}
-    progress = Progress()
-    sample_every = max(1, subscribers // 100)  # latency from ~100 subscribers
+    """Subscribers in their own process (bench/sse_subscribers.py); events published here."""
     app = "bench-sse"
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}",
                                      headers=headers) as http, \
             http.post("/v1/apps", json={"name": app}) as resp:
         assert resp.status in (201, 409)
-    request = (f"GET /v1/events?app={app} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               f"Authorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n").encode()
-    transports: list[asyncio.BaseTransport] = []
-    for start in range(0, subscribers, 100):
-        batch = []
-        for _ in range(min(100, subscribers - start)):
-            transport, proto = await loop.create_connection(
-                lambda: SseClient(latencies, seen, progress, len(transports) % sample_every == 0),
-                "127.0.0.1", port)
-            transport.write(request)
-            transports.append(transport)
-            batch.append(proto.ready)
-        await asyncio.wait_for(asyncio.gather(*batch), 30)
-    await asyncio.sleep(1.0)  # every client attached to the hub (answers precede attach)
-    latencies.clear()
-    progress.total = 0
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.sse_subscribers", "--port", str(port), "--app", app,
+        "--token", TOKEN, "--subscribers", str(subscribers),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert receiver.stdin is not None and receiver.stdout is not None
     bus = await connect_bus(CommonSettings(nats_url=nats_url), "bench")  # type: ignore[call-arg]
-    sent: list[str] = []
-    interval = 1.0 / rate
-    next_at = time.perf_counter()
-    end = next_at + seconds
-    while time.perf_counter() < end:
-        stamp = time.time_ns()
-        await bus.publish_event(DeployAccepted(app=app, deploy_id="d-bench", kind="deploy",
-                                               source=f"bench-{stamp}", requested_by="b"))
-        sent.append(str(stamp))
-        next_at += interval
-        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-    progress.expect(len(sent) * subscribers)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(progress.done.wait(), timeout=10)
-    for open_transport in transports:
-        open_transport.close()
-    await bus.close()
+    try:
+        ready = await asyncio.wait_for(receiver.stdout.readline(), 120)
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"bench.sse_subscribers did not start: {ready!r}")
+        await asyncio.sleep(1.0)  # every client attached to the hub (answers precede attach)
+        receiver.stdin.write(b"go\n")
+        await receiver.stdin.drain()
+        await asyncio.sleep(0.2)  # the receiver has reset its counters
+        sent = 0
+        interval = 1.0 / rate
+        next_at = time.perf_counter()
+        end = next_at + seconds
+        while time.perf_counter() < end:
+            await bus.publish_event(DeployAccepted(
+                app=app, deploy_id="d-bench", kind="deploy",
+                source=f"bench-{time.time_ns()}", requested_by="b"))
+            sent += 1
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        receiver.stdin.write(f"stop {sent * subscribers}\n".encode())
+        await receiver.stdin.drain()
+        out = await asyncio.wait_for(receiver.stdout.read(), 60)
+        await receiver.wait()
+        received = json.loads(out.decode().strip().splitlines()[-1])
+    finally:
+        if receiver.returncode is None:
+            receiver.kill()
+            await receiver.wait()
+        await bus.close()
     async with aiohttp.ClientSession() as http, \
             http.get(f"http://127.0.0.1:{port}/metrics") as resp:
         fanout = fanout_from_metrics(await resp.text())
     return {
-        "subscribers": subscribers, "events_per_s": rate, "events": len(sent),
-        "delivered_ratio": round(min(1.0, progress.total / (len(sent) * subscribers)), 4),
-        "latency_ms_sampled": summary(latencies),
+        "subscribers": subscribers, "events_per_s": rate, "events": sent,
+        "delivered_ratio": received["delivered_ratio"],
+        "latency_ms_sampled": received["latency_ms_sampled"],
+        "receiver_loop": received["loop"],
         "server_fanout_ms_per_event": fanout,
     }
 
