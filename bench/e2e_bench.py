@@ -448,7 +448,7 @@ async def measure(stack: Stack, work: Path, quick: bool) -> dict[str, Any]:
             out["rss_load_mb"] = dict(sampler.peak)
             note("rollbacks", t0)
             polls = (1.0,) if quick else (1.0, 5.0)
-            out["rollback"] = await rollbacks(c, events, nc, image, 1 if quick else 10, polls)
+            out["rollback"] = await rollbacks(c, events, nc, image, 1 if quick else 30, polls)
         note("watcher decoding", t0)
         lines = await watcher_bench.record_lines(config.nomad_addr)
         out["watcher_decode"] = await asyncio.to_thread(
