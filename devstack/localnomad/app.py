@@ -14,7 +14,8 @@ from pathlib import Path
 from aiohttp import web
 
 from . import persistence
-from .control import add_control_routes, fault_injection
+from .control import add_control_routes
+from .faults import fault_injection
 from .http_api import HEARTBEAT_KEY, SERVER_KEY, add_routes, nomad_errors
 from .runtime import Runtime
 from .server import Server, ServerSettings

@@ -1,55 +1,23 @@
-"""The test-only control surface under `/_localnomad/` and the fault-injection middleware.
+"""The test-only control surface under `/_localnomad/`.
 
 Nothing in Shaman's own code may call these routes: they exist so tests can drive the
 simulated runtime (task behaviors, forced exits) and inject the failures a real Nomad
 shows (5xx on a route, latency, cut event streams, a lost event buffer, a stuck
-deployment watcher). docs/localnomad.md documents every route. A real Nomad has none
+deployment watcher, answers held past the client's timeout). The fault rules and their
+middleware are in faults.py. docs/localnomad.md documents every route. A real Nomad has none
 of this, so tests that use it are skipped there.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from .http_api import SERVER_KEY, Handler, json_response
+from .faults import FAULTS_KEY, FaultRuleError, parse_rule
+from .http_api import SERVER_KEY, json_response
 from .runtime_simulated import Behavior, SimulatedRuntime
-
-
-@dataclass
-class FaultRule:
-    prefix: str
-    fail_next: int = 0
-    status: int = 503
-    latency_ms: float = 0.0
-    method: str | None = None
-
-    def applies(self, request: web.Request) -> bool:
-        return request.path.startswith(self.prefix) and (
-            self.method is None or self.method.upper() == request.method)
-
-
-FAULTS_KEY = web.AppKey("faults", list[FaultRule])
-
-
-@web.middleware
-async def fault_injection(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/_localnomad"):
-        rules: list[FaultRule] = request.app[FAULTS_KEY]
-        for rule in tuple(rules):
-            if not rule.applies(request):
-                continue
-            if rule.latency_ms:
-                await asyncio.sleep(rule.latency_ms / 1000)
-            if rule.fail_next > 0:
-                rule.fail_next -= 1
-                return web.Response(status=rule.status, content_type="text/plain",
-                                    text="localnomad: injected fault")
-    return await handler(request)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -95,12 +63,10 @@ async def exit_alloc(request: web.Request) -> web.Response:
 
 
 async def add_fault(request: web.Request) -> web.Response:
-    body = {k.lower(): v for k, v in (await _body(request)).items()}
-    rule = FaultRule(prefix=str(body.get("prefix") or "/v1/"),
-                     fail_next=int(body.get("fail_next") or 0),
-                     status=int(body.get("status") or 503),
-                     latency_ms=float(body.get("latency_ms") or 0),
-                     method=body.get("method"))
+    try:
+        rule = parse_rule(await _body(request))
+    except FaultRuleError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
     request.app[FAULTS_KEY].append(rule)
     return json_response(request, {"Faults": len(request.app[FAULTS_KEY])})
 
