@@ -34,6 +34,7 @@ watcher).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 from typing import Any
@@ -58,6 +59,11 @@ from shared.nomad import NomadClient
 from shared.records import AppRecord, DeployRecord, ReleaseRecord, release_key
 
 log = get_logger(__name__)
+
+
+def _modify_index(job: dict[str, Any] | None) -> int:
+    """The job's JobModifyIndex; 0 for no job (what a plan of a new job answers)."""
+    return int(job.get("JobModifyIndex") or 0) if job is not None else 0
 
 
 class Reconciler:
@@ -169,28 +175,43 @@ class Reconciler:
         submitted: bool,
     ) -> str:
         name = app.spec.name
-        # Plan first, then read the job: a change made by hand in between is then seen in
-        # `actual` (and named correctly as drift), and the plan's index makes the register
-        # fail its CAS, so the next pass starts over from fresh reads.
-        plan = await self.nomad.plan_job(name, desired)
-        actual = await self.nomad.get_job(name)
+        # The plan and the job are read at once (two round trips in the time of one, on
+        # every deploy and rollback). A register only goes ahead when both saw the same
+        # job: the plan's JobModifyIndex equal to the job's. Then `actual` is exactly
+        # what the register's CAS replaces, so a newer writer's release (_stale) or a
+        # change made by hand (drift) cannot slip between the two reads.
+        plan, actual = await asyncio.gather(self.nomad.plan_job(name, desired),
+                                            self.nomad.get_job(name))
         diff_type = str(((plan.get("Diff") or {}).get("Type")) or "None")
         stopped = bool(actual and actual.get("Stop"))
         must_register = actual is None or stopped or diff_type != "None"
         drift = drift_reason(desired, actual, diff_type, submitted=submitted)
+        enforce = int(plan.get("JobModifyIndex") or 0)
+        known_version: int | None = None
 
+        if must_register and enforce != _modify_index(actual):
+            log.info("stale pass: the job changed between plan and read; requeued",
+                     app=name, release=release.version, plan_index=enforce,
+                     job_index=_modify_index(actual))
+            return "stale"
         if must_register and await self._stale(app, release, actual):
             return "stale"
+        if must_register and actual is not None:
+            await self._record_predecessor(name, actual, deploy)
         if must_register:
-            enforce = int(plan.get("JobModifyIndex") or 0)
             answer = await self.nomad.register_job(desired, enforce_index=enforce)
             self.crashpoints.reach("after_nomad_register")
             outcome = "created" if actual is None else "updated"
             job_modify_index = int(answer.get("JobModifyIndex") or 0)
+            if actual is not None and not stopped:
+                # A spec change (the plan's diff) stores version previous + 1, and the
+                # CAS proved `actual` was the previous one (nomad-api.md §1.3).
+                known_version = int(actual.get("Version") or 0) + 1
         else:
             outcome = "unchanged"
             assert actual is not None
             job_modify_index = int(actual.get("JobModifyIndex") or 0)
+            known_version = int(actual.get("Version") or 0)
         log.info("job reconciled", app=name, release=release.version, outcome=outcome,
                  job_modify_index=job_modify_index, diff=diff_type)
 
@@ -205,11 +226,41 @@ class Reconciler:
             )
 
         if awaiting and deploy is not None:
-            await self._record_submission(
-                name, release, deploy, job_modify_index, outcome,
-                actual if outcome == "unchanged" else None,
-            )
+            await self._record_submission(name, release, deploy, job_modify_index, outcome,
+                                          known_version)
         return outcome
+
+    async def _record_predecessor(self, name: str, actual: dict[str, Any],
+                                  deploy: DeployRecord | None) -> None:
+        """Record the submission of the deploy whose version the job carries now, if that
+        deploy never recorded it, before a register replaces it.
+
+        The scheduler is the only writer of the job, so a version nobody recorded was
+        registered by a pass that died before recording it (killed right after the
+        register). Usually the next pass records it; but when that deploy failed and its
+        automatic rollback became current meanwhile, the next pass works for the rollback
+        and this is the last moment the job still names the failed deploy's release.
+        """
+        meta = actual.get("Meta") or {}
+        owner = meta.get(META_DEPLOY)
+        if meta.get(META_APP) != name or not owner or (deploy and owner == deploy.id):
+            return
+        entry = await self.stores.deploys.get(owner)
+        if entry is None or entry.value.job_modify_index is not None:
+            return
+        try:
+            carried = int(meta.get(META_RELEASE) or -1)
+        except ValueError:
+            return
+        rel = await self.stores.releases.get(release_key(name, carried))
+        if rel is None or rel.value.deploy_id != owner:
+            return  # Meta edited by hand, or left by an earlier app of this name
+        version = int(actual.get("Version") or 0)
+        log.info("recording a submission a crashed pass left unrecorded", app=name,
+                 deploy_id=owner, release=carried, job_version=version)
+        await self._record_submission(name, rel.value, entry.value,
+                                      int(actual.get("JobModifyIndex") or 0),
+                                      "created" if version == 0 else "updated", version)
 
     async def _stale(self, app: AppRecord, release: ReleaseRecord,
                      actual: dict[str, Any] | None) -> bool:
@@ -251,12 +302,13 @@ class Reconciler:
         deploy: DeployRecord,
         job_modify_index: int,
         outcome: str,
-        actual: dict[str, Any] | None,
+        version: int | None,
     ) -> None:
-        job = actual if actual is not None else await self.nomad.get_job(name)
-        version: int | None = None
-        if job is not None and int(job.get("JobModifyIndex") or -1) == job_modify_index:
-            version = int(job.get("Version") or 0)
+        if version is None:
+            # A new job (or one brought back from stopped): read what Nomad stored.
+            job = await self.nomad.get_job(name)
+            if job is not None and int(job.get("JobModifyIndex") or -1) == job_modify_index:
+                version = int(job.get("Version") or 0)
         # Published before the record is written: a crash in between is repaired by the
         # next pass, and the msg id keeps the event single.
         await self.bus.publish_event(

@@ -10,13 +10,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from services.scheduler.app import SchedulerApp, create_app
+from services.scheduler.app import SchedulerApp, create_app, render_settings
+from services.scheduler.reconciler import Reconciler
+from services.scheduler.renderer import JobRenderer
 from services.scheduler.sweeper import redrive_once
 from services.scheduler.workqueue import Result, WorkQueue
 from shared import subjects
 from shared.commands import DeployImage, Reconcile, Rollback
+from shared.records import AppRecord, DeployRecord, release_key, transition
 from tests.integration.scheduler.conftest import (
     Harness,
     localnomad_control,
@@ -345,3 +349,59 @@ async def test_automatic_rollback_killed_after_becoming_current_still_rolls_back
     assert deploy.status == "deploying" and deploy.release == 3
     assert [r.version for r in await harness.releases(app)] == [1, 2, 3]
     assert release_metas(await harness.versions(app)) == ["3", "2", "1"]
+
+
+async def test_failed_deploy_registered_by_a_killed_pass_is_recorded_before_its_rollback(
+    harness: Harness, sched_nats: str, sched_nomad: str, tmp_path: Path
+) -> None:
+    """Killed between register and record; while the scheduler was down the watcher failed
+    the deploy and its automatic rollback became current. The pass that registers the
+    rollback is the last one to see the failed deploy's version: it records it first."""
+    app = harness.unique("crashfail")
+    await harness.create_app(app)
+    async with create_app(scheduler_settings(sched_nats, sched_nomad)):
+        await harness.deploy_image(app, f"{app}-d1", image(app, 1))
+        await harness.wait_submitted(f"{app}-d1")
+        await wait_for(lambda: work_queue_empty(harness), 15, message="commands acked")
+    await harness.deploy_image(app, f"{app}-d2", image(app, 2))
+    proc = start_crashing_scheduler(harness, "after_nomad_register", tmp_path)
+    try:
+        assert await asyncio.to_thread(proc.wait, 60) == 137
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (await harness.deploy(f"{app}-d2")).job_modify_index is None
+
+    # What the watcher and the rollback's command did meanwhile, written directly so that
+    # no pass of the failed release's can run in between (a whole scheduler would resync
+    # at start and record it the ordinary way).
+    def failed(rec: DeployRecord) -> DeployRecord | None:
+        return rec if transition(rec, "failed", "tasks crashed") else None
+
+    await harness.stores.deploys.mutate(f"{app}-d2", failed)
+    first = await harness.release(app, 1)
+    assert first is not None
+    rollback_id = f"{app}-d2-rollback"
+    await harness.stores.releases.create(release_key(app, 3), msgspec.structs.replace(
+        first, version=3, kind="rollback", deploy_id=rollback_id, rollback_of=1))
+    await harness.stores.deploys.create(rollback_id, DeployRecord(
+        id=rollback_id, app=app, kind="rollback", status="deploying", release=3))
+
+    def rolled(rec: AppRecord) -> AppRecord:
+        rec.current_release, rec.active_deploy_id = 3, rollback_id
+        return rec
+
+    await harness.stores.apps.mutate(app, rolled)
+
+    settings = scheduler_settings(sched_nats, sched_nomad)
+    reconciler = Reconciler(harness.bus, harness.stores, harness.nomad,
+                            JobRenderer(render_settings(settings)), nomad_retry_deadline_s=900)
+    await reconciler.reconcile(app)
+
+    d2 = await harness.deploy(f"{app}-d2")
+    assert d2.status == "failed" and d2.job_version == 1 and d2.job_modify_index is not None
+    assert (await harness.deploy(rollback_id)).job_version == 2
+    assert release_metas(await harness.versions(app)) == ["3", "2", "1"]
+    submitted = await harness.wait_event(app, "rollout.submitted", count=3)
+    assert sorted((e.deploy_id, e.job_version) for e in submitted) == [
+        (f"{app}-d1", 0), (f"{app}-d2", 1), (rollback_id, 2)]
