@@ -41,6 +41,11 @@ class CommonSettings(BaseSettings):
     instance_id: str = Field(default_factory=lambda: socket.gethostname())
     # SHAMAN_UVLOOP=1 runs the service on uvloop (performance.md: +14-32 % on network paths).
     uvloop: bool = False
+    # SHAMAN_CRASHPOINT, for fault tests only ("" in production; reliability.md §7): the
+    # process exits at once (code 137, like kill -9) when it reaches this named point.
+    # Each service checks the name against its own points at start (shared.crashpoints;
+    # the lists are in docs/chaos.md).
+    crashpoint: str = ""
 
     @property
     def http_host(self) -> str:
@@ -155,10 +160,6 @@ class SchedulerSettings(CommonSettings, NomadSettings, VaultSettings):
     # Before a rollback, check that the target's image is still in its registry.
     check_rollback_image: bool = True
     registry_timeout_s: float = 5.0
-    # Fault tests only (reliability.md §7): the process exits at once (code 137, like
-    # kill -9) when it reaches the named point: after_release_created, after_app_updated,
-    # after_nomad_register.
-    crashpoint: str = ""
 
 
 class WatcherSettings(CommonSettings, NomadSettings):
@@ -174,6 +175,3 @@ class WatcherSettings(CommonSettings, NomadSettings):
     explain_max_allocs: int = 3  # failed allocations explained per rollout.failed
     log_tail_bytes: int = 4096  # bytes of each task log read for an explanation
     rollback_republish_after_s: float = 30.0  # no rollback deploy by then → publish again
-    # Fault injection for crash tests only ("" in production): the watcher process exits
-    # at once (exit code 137) when it reaches this named point, e.g. "after_outcome".
-    crashpoint: str = ""

@@ -21,6 +21,7 @@ from aiohttp import web
 from services.api.audit import AuditLog
 from services.api.auth import TokenRecord, TokenStore
 from services.api.context import CONTEXT, ApiContext
+from services.api.crashpoints import Crashpoints
 from services.api.idempotency import IdempotencyEntry, IdempotencyStore
 from services.api.intake import DeployIntake
 from services.api.nats_requests import DeployRequestHandler, consumer_spec
@@ -95,6 +96,7 @@ async def _start_redrive(stack: AsyncExitStack, redrive: BuildRedrive) -> None:
 
 @asynccontextmanager
 async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
+    crashpoints = Crashpoints(settings.crashpoint)  # a misspelt point fails the start
     async with AsyncExitStack() as stack:
         # drain_timeout: a pull subscription that ever saw a stale status message keeps
         # an unfinished queue item in nats-py and would hold drain() for the default 30 s.
@@ -134,7 +136,8 @@ async def create_app(settings: ApiSettings) -> AsyncIterator[ApiService]:
         ctx = ApiContext(
             settings=settings, bus=bus, apps=apps, deploys=deploys, releases=releases,
             tokens=tokens, intake=DeployIntake(bus, apps, deploys, idempotency,
-                                publish_timeout_s=settings.nats_request_timeout_s / 2),
+                                publish_timeout_s=settings.nats_request_timeout_s / 2,
+                                crashpoints=crashpoints),
             vault=vault,
             sources=await js.object_store(s.OBJECT_STORE_SOURCES),
             build_logs=await js.object_store(s.OBJECT_STORE_BUILD_LOGS),

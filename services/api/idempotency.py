@@ -8,8 +8,8 @@ JetStream's few-minute duplicate window has passed (reliability.md scenario 2).
 The key is claimed with KV `create` before anything else is written, so two racing
 requests cannot both win. The entry also stores the request's fingerprint (the same
 key with a different request is refused) and the command that was queued, so a
-replay that finds the deploy still `pending` shortly after a crash can re-publish it
-with the same `Nats-Msg-Id` (stored once by JetStream).
+replay that finds the deploy still `pending` shortly after a crash can list it on the
+app and re-publish it with the same `Nats-Msg-Id` (stored once by JetStream).
 
 An entry whose deploy never got queued (NATS failed mid-request, or the api died
 before writing the deploy) is taken over by the retry, so a retry after a 503 is

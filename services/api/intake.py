@@ -4,8 +4,9 @@
 rollbacks and deploy requests published on NATS all end in `DeployIntake.submit`,
 which follows docs/decisions/0001-deploy-flow.md step 1 exactly:
 
-1. idempotency: claim the key (or replay the first deploy, or take over a claim whose
-   deploy never got queued);
+1. idempotency: claim the key (or replay the first deploy, doing its steps 4 and 5 again
+   while it is still `pending`, in case the first request died before them; or take
+   over a claim whose deploy never got queued);
 2. `prepare` (the caller's source-specific work: store an upload, write Vault) builds
    the command;
 3. create the DeployRecord (`pending`; a source deploy's carries its build command, for
@@ -18,7 +19,8 @@ which follows docs/decisions/0001-deploy-flow.md step 1 exactly:
 
 If NATS cannot confirm step 5 the deploy is marked `failed` ("could not queue") when
 NATS still lets us, and the caller answers 503: never a 202 for work that was not
-queued. It never waits for a build or a rollout.
+queued. It never waits for a build or a rollout. Crash points for kill -9 tests
+(services.api.crashpoints) sit after step 3 and after the command of step 5.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import msgspec
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from services.api.auth import Principal, Role, check_app_access
+from services.api.crashpoints import Crashpoints
 from services.api.http_errors import InProgress, field_error
 from services.api.idempotency import Claim, IdempotencyEntry, IdempotencyStore
 from services.api.ids import new_deploy_id
@@ -59,7 +62,8 @@ log = get_logger(__name__)
 QUEUE_FAILED = "could not queue the deploy: NATS was unavailable"
 # A claim with no deploy record yet belongs to a request still running, unless older.
 STALE_CLAIM = timedelta(seconds=10)
-# Re-publishing a queued command is only safe while JetStream still dedupes its msg id.
+# Re-publishing a queued command (or its deploy.accepted) is only safe while JetStream
+# still dedupes its msg id (shared.bus.provision.DUPLICATE_WINDOW_S, 300 s).
 REPUBLISH_WINDOW = timedelta(seconds=240)
 CAS_ATTEMPTS = 500
 PUBLISH_ATTEMPTS = 3
@@ -101,8 +105,10 @@ class DeployIntake:
         idempotency: IdempotencyStore,
         *,
         publish_timeout_s: float = 2.0,
+        crashpoints: Crashpoints | None = None,
     ) -> None:
         self.bus = bus
+        self.crashpoints = crashpoints or Crashpoints()
         self.publish_timeout_s = publish_timeout_s
         self.apps = apps
         self.deploys = deploys
@@ -161,6 +167,7 @@ class DeployIntake:
             build_request=work.command if isinstance(work.command, BuildRequested) else None,
         )
         await self.deploys.create(deploy_id, record)
+        self.crashpoints.reach("after_deploy_record")
         try:
             await self._record_on_app(app, deploy_id, latest=spec.supersedes)
             await self._publish_confirmed(work.subject, payload, msg_id)
@@ -170,16 +177,8 @@ class DeployIntake:
         except NotFoundError:
             await self._mark(deploy_id, "cancelled", "the app was destroyed")
             raise
-        try:
-            await self.bus.publish_event(
-                DeployAccepted(app=app, deploy_id=deploy_id, kind=spec.kind, source=spec.source,
-                               requested_by=principal.actor, description=spec.description),
-                msg_id=f"{deploy_id}:accepted",
-            )
-        except BackendUnavailable as exc:
-            # The work is queued and will run: the answer is still an honest 202.
-            log.warning("deploy.accepted not published", app=app, deploy_id=deploy_id,
-                        error=str(exc))
+        self.crashpoints.reach("after_publish")
+        await self._publish_accepted(record)
         log.info("deploy accepted", app=app, deploy_id=deploy_id, kind=spec.kind,
                  actor=principal.actor)
         return Accepted(record, created=True)
@@ -220,11 +219,79 @@ class DeployIntake:
         deploy = entry.value
         if deploy.status == "failed" and deploy.reason == QUEUE_FAILED:
             return None
-        if deploy.status == "pending" and earlier.command and age < REPUBLISH_WINDOW:
-            # The first request may have died between writing the deploy and queueing it;
-            # the same msg id makes this a no-op for JetStream when it did queue it.
+        if age >= REPUBLISH_WINDOW:
+            return deploy
+        if deploy.status == "pending" and earlier.command:
+            # The first request may have died between writing the deploy and queueing it
+            # (crash point after_deploy_record): do its step 4, then its step 5. Both are
+            # no-ops when it did them; the same msg id makes the publish one for JetStream.
+            newer = await self._finish_on_app(deploy)
+            if newer is not None:
+                # Latest wins: a newer source deploy was accepted since; this one is not
+                # queued, it is superseded as it would have been had it been queued.
+                await self._publish_accepted(deploy)
+                await self._supersede(deploy.app, deploy.id, newer)
+                entry = await self.deploys.get(deploy.id)
+                return entry.value if entry is not None else deploy
             await self.bus.publish(earlier.subject, earlier.command, msg_id=earlier.msg_id)
+        # It may also have died after queueing, before `deploy.accepted` (crash point
+        # after_publish): the timeline promises one for every accepted deploy. Late, maybe
+        # after the build began, but once: inside the window its msg id is deduplicated.
+        await self._publish_accepted(deploy)
         return deploy
+
+    async def _publish_accepted(self, deploy: DeployRecord) -> None:
+        try:
+            await self.bus.publish_event(
+                DeployAccepted(app=deploy.app, deploy_id=deploy.id, kind=deploy.kind,
+                               source=deploy.source, requested_by=deploy.requested_by,
+                               description=deploy.description, time=deploy.created_at),
+                msg_id=f"{deploy.id}:accepted",
+            )
+        except BackendUnavailable as exc:
+            # The work is queued and will run: the answer is still an honest 202.
+            log.warning("deploy.accepted not published", app=deploy.app, deploy_id=deploy.id,
+                        error=str(exc))
+
+    async def _finish_on_app(self, deploy: DeployRecord) -> str | None:
+        """Step 4 for a replayed deploy still `pending`: list it on the app record and,
+        for a source deploy, make it the latest unless a newer one is (deploy ids sort by
+        creation time). Returns that newer deploy's id, else None.
+
+        Unlike `_record_on_app` it writes nothing when the first request got that far
+        (the usual replay). A first request that is not dead but stalled between its
+        steps 3 and 4 could still write its step 4 after this; the window is the same
+        one two racing first requests already have.
+        """
+        # Only source deploys queue a BuildRequested (DeploySpec.supersedes).
+        latest = deploy.build_request is not None
+        found: dict[str, str | None] = {}
+
+        def change(record: AppRecord) -> AppRecord | None:
+            found.clear()
+            if record.state == "destroyed":
+                found["destroyed"] = record.spec.name
+                return None
+            current = record.latest_deploy_id
+            listed = deploy.id in record.recent_deploys
+            if latest and current is not None and current > deploy.id:
+                found["newer"] = current
+            take_over = latest and (current is None or current < deploy.id)
+            if listed and not take_over:
+                return None
+            record.recent_deploys = remember_deploy(record.recent_deploys, deploy.id)
+            if take_over:
+                found["previous"] = current
+                record.latest_deploy_id = deploy.id
+            return record
+
+        await self.apps.mutate(deploy.app, change, attempts=CAS_ATTEMPTS)
+        if "destroyed" in found:
+            await self._mark(deploy.id, "cancelled", "the app was destroyed")
+            raise NotFoundError(f"app {deploy.app} does not exist")
+        if found.get("previous"):
+            await self._supersede(deploy.app, str(found["previous"]), deploy.id)
+        return found.get("newer")
 
     async def _record_on_app(self, app: str, deploy_id: str, *, latest: bool) -> None:
         """One CAS write of the app record: the deploy joins `recent_deploys` and, for a

@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from services.builder.crashpoints import Crashpoints
 from services.builder.credentials import CredentialStore
 from services.builder.pipeline import ImagePipeline
 from services.builder.registry import RegistryClient
@@ -75,6 +76,7 @@ def consumer_spec(settings: BuilderSettings) -> ConsumerSpec:
 
 @asynccontextmanager
 async def create_app(settings: BuilderSettings) -> AsyncIterator[BuilderApp]:
+    crashpoints = Crashpoints(settings.crashpoint)  # a misspelt point fails the start
     async with AsyncExitStack() as stack:
         # A short drain: everything this service publishes is confirmed (PubAck) before
         # a handler returns, and nats-py's pull subscriptions can leave drain waiting for
@@ -95,7 +97,7 @@ async def create_app(settings: BuilderSettings) -> AsyncIterator[BuilderApp]:
         registry = RegistryClient(session, settings.insecure_registries.split(","))
         storage = ContainerStorage(storage_base(settings)).prepare()
         pipeline = ImagePipeline(settings, storage, registry, CredentialStore(settings), sources)
-        worker = BuildWorker(settings, bus, deploys, apps, build_logs, pipeline)
+        worker = BuildWorker(settings, bus, deploys, apps, build_logs, pipeline, crashpoints)
         retention = ImageRetention(settings.registry, registry, apps, releases, deploys,
                                    settings.keep_releases)
 

@@ -13,6 +13,8 @@ Per docs/decisions/0001-deploy-flow.md step 2, for each delivery:
    wins, so a racing copy cannot change what a release pins), `build.succeeded`, then
    `DeployImage` on `shaman.work.release.<app>` with msg id `<deploy_id>:release`;
    failure: `failed` with the step and log tail, `build.failed` + `deploy.finished`.
+The two gaps a redelivery must cover (image recorded, nothing published; all
+published, nothing acked) are crash points (services.builder.crashpoints).
 Temporary trouble (registry, Vault or NATS down) raises TemporaryError: the runtime naks
 and another delivery (maybe another copy) retries; when deliveries run out the
 dead-letter hook fails the deploy. A build failure never touches what is running: only
@@ -37,6 +39,7 @@ from nats.js.object_store import ObjectStore
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from services.builder import metrics
+from services.builder.crashpoints import Crashpoints
 from services.builder.logstream import BuildLogStream
 from services.builder.pipeline import BuildFailed, BuiltImage, ImagePipeline, source_label
 from services.builder.scrub import Scrubber
@@ -85,8 +88,10 @@ class BuildWorker:
         apps: TypedKV[AppRecord],
         build_logs: ObjectStore,
         pipeline: ImagePipeline,
+        crashpoints: Crashpoints | None = None,
     ) -> None:
         self.settings = settings
+        self.crashpoints = crashpoints or Crashpoints()
         self.bus = bus
         self.deploys = deploys
         self.apps = apps
@@ -271,6 +276,7 @@ class BuildWorker:
             return record
 
         await self.deploys.mutate(command.deploy_id, change)
+        self.crashpoints.reach("after_build_recorded")
         entry = await self.deploys.get(command.deploy_id)
         if entry is None or entry.value.terminal or not entry.value.image:
             log.info("build finished but the deploy is no longer wanted", app=command.app,
@@ -304,6 +310,7 @@ class BuildWorker:
         )
         await self._retrying(lambda: self.bus.publish_command(
             release_work_subject(command.app), release, msg_id=f"{command.deploy_id}:release"))
+        self.crashpoints.reach("after_release_command")
 
     async def _fail(
         self, command: BuildRequested, reason: str, *, step: str | None, tail: list[str]

@@ -1,12 +1,13 @@
 """SIGKILL of each service at chosen points of a deploy (reliability.md scenarios 3, 5, 6, 16).
 
 Where a service has named crash points (`SHAMAN_CRASHPOINT`: the scheduler's
-after_release_created / after_app_updated / after_nomad_register, the watcher's
-after_healthy / after_outcome / after_rollback_command) the service is restarted armed and
-exits with 137 at exactly that point; elsewhere the kill is timed on the timeline event (or
-work message) that precedes the step. Every scenario then restarts the service and checks
-the invariants over the whole run: one outcome per deploy, one job version per release, at
-most one rollback.
+after_release_created / after_app_updated / after_nomad_register, the builder's
+after_build_recorded / after_release_command, the api's after_deploy_record /
+after_publish, the watcher's after_healthy / after_outcome / after_rollback_command) the
+service is restarted armed and exits with 137 at exactly that point; elsewhere the kill
+is timed on the timeline event (or work message) that precedes the step. Every scenario
+then restarts the service and checks the invariants over the whole run: one outcome per
+deploy, one job version per release, at most one rollback.
 """
 
 from __future__ import annotations
@@ -130,6 +131,37 @@ async def test_builder_killed_after_the_build_succeeded(world: World) -> None:
     await world.assert_invariants()
 
 
+@pytest.mark.parametrize("point", ["after_build_recorded", "after_release_command"])
+async def test_builder_crash_point_gives_one_release_and_one_job_version(
+    world: World, point: str
+) -> None:
+    """The builder dies with the image recorded on the deploy but nothing published, or
+    with DeployImage published but the build message not acked. The message comes back
+    to the restarted builder, which must release the recorded image (not build again)
+    and queue DeployImage at most once."""
+    app = await world.create_app()
+    await world.restart("builder", SHAMAN_CRASHPOINT=point)
+    deploy = await world.deploy_ok(app)
+    await world.wait_crashed("builder")
+    crashed = await world.record(deploy)
+    assert crashed is not None and crashed.digest is not None, crashed
+    await world.start("builder")
+    record = await world.wait_outcome(deploy)
+    assert record.status == "healthy", record.reason
+    assert record.digest == crashed.digest  # the recorded image is the one released
+    assert [h.status for h in record.history].count("building") == 1
+    # One build ran: the redelivery found the image on the record and only released it.
+    attempts = [e.get("attempt") for e in world.tap.find(type="build.started",
+                                                          deploy_id=deploy)]
+    assert attempts == [1], attempts
+    verdict = await world.assert_invariants()
+    nomad = verdict.stats["nomad"][app]
+    assert (nomad["job_versions"], nomad["releases_in_nomad"], nomad["releases"]) == (1, 1, 1)
+    # The redelivery's build.succeeded is deduplicated by its message id.
+    succeeded = (await world.snapshot()).events_of(deploy, "build.succeeded")
+    assert len(succeeded) == 1, succeeded
+
+
 # -- watcher -------------------------------------------------------------------------------
 
 
@@ -197,3 +229,31 @@ async def test_api_killed_during_a_burst_of_deploys(world: World) -> None:
     verdict = await world.assert_invariants()
     assert verdict.stats["accepted"] == len(apps)
     assert verdict.stats["healthy"] == len(apps)
+
+
+@pytest.mark.parametrize("point", ["after_deploy_record", "after_publish"])
+async def test_api_crash_point_with_a_client_retrying_its_key(world: World, point: str) -> None:
+    """The api dies with the deploy record written but nothing queued, or with the
+    command queued but no answer sent. The client does not know the outcome and retries
+    with the same Idempotency-Key once the api is back: the key names exactly one deploy,
+    it is listed on the app, and it reaches its outcome with one release."""
+    app = await world.create_app()
+    await world.restart("api", SHAMAN_CRASHPOINT=point)
+    key = f"key-{app}"
+    first = await world.deploy(app, key=key)
+    assert first.outcome == "info", f"the api answered {first.status} {first.text}"
+    await world.wait_crashed("api")
+    await world.start("api")
+    retry = await world.deploy(app, key=key)
+    assert retry.status == 200 and retry.deploy_id, f"{retry.status} {retry.text}"
+    record = await world.wait_outcome(retry.deploy_id)
+    assert record.status == "healthy", record.reason
+    listed = await world.client.call("list_deploys", "GET", f"/v1/apps/{app}/deploys",
+                                     app=app)
+    assert listed.status == 200, listed.text
+    ids = [d["id"] for d in listed.body["deploys"]]
+    assert ids == [retry.deploy_id], ids
+    verdict = await world.assert_invariants()
+    assert verdict.stats["accepted"] == 1
+    nomad = verdict.stats["nomad"][app]
+    assert (nomad["job_versions"], nomad["releases_in_nomad"], nomad["releases"]) == (1, 1, 1)
