@@ -151,6 +151,7 @@ class BuildWorker:
         metrics.RUNNING.inc()
         self._running += 1
         stopped = False
+        saved = False
         try:
             async with stream:
                 stream.line(f"build {command.deploy_id} attempt {attempt} on "
@@ -190,11 +191,16 @@ class BuildWorker:
                     raise
             metrics.BUILDS.labels("succeeded").inc()
             metrics.BUILD_SECONDS.observe(time.monotonic() - started)
+            # Stored before the image is recorded: a builder that dies after that point is
+            # followed by a delivery that only releases (step 2), so a log not written
+            # now would never be written (crash point after_build_recorded).
+            saved = await stream.save(self.build_logs)
             await self._succeed(command, built, started)
         finally:
             metrics.RUNNING.dec()
             self._running -= 1
-            await stream.save(self.build_logs)
+            if not saved:
+                await stream.save(self.build_logs)
             shutil.rmtree(workdir, ignore_errors=True)
             if stopped and self._running == 0:
                 # A killed buildah leaves its working container mounted; with no other

@@ -160,6 +160,10 @@ async def test_builder_crash_point_gives_one_release_and_one_job_version(
     # The redelivery's build.succeeded is deduplicated by its message id.
     succeeded = (await world.snapshot()).events_of(deploy, "build.succeeded")
     assert len(succeeded) == 1, succeeded
+    # The one build's log was stored before the kill: the redelivery builds nothing.
+    build_log = await world.client.call("build_log", "GET",
+                                        f"/v1/apps/{app}/builds/{deploy}/log", app=app)
+    assert build_log.status == 200, build_log.text
 
 
 # -- watcher -------------------------------------------------------------------------------
