@@ -162,7 +162,7 @@ class SchedulerSettings(CommonSettings, NomadSettings, VaultSettings):
     registry_timeout_s: float = 5.0
 
 
-class WatcherSettings(CommonSettings, NomadSettings):
+class WatcherSettings(CommonSettings, NomadSettings, VaultSettings):
     http_addr: str = "127.0.0.1:8083"
     relist_interval_s: float = 30.0
     stream_read_timeout_s: float = 90.0
@@ -175,3 +175,7 @@ class WatcherSettings(CommonSettings, NomadSettings):
     explain_max_allocs: int = 3  # failed allocations explained per rollout.failed
     log_tail_bytes: int = 4096  # bytes of each task log read for an explanation
     rollback_republish_after_s: float = 30.0  # no rollback deploy by then → publish again
+    # VAULT_ADDR / VAULT_TOKEN / SHAMAN_VAULT_MOUNT: a failed release's pinned secret values
+    # are read to blank them in its explanation (docs/watcher.md; read on the apps' paths).
+    # Without a token, or past this bound, the app's output is left out instead.
+    vault_timeout_s: float = 3.0

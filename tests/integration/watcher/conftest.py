@@ -43,7 +43,15 @@ from shared import subjects
 from shared.bus import Bus, TypedKV, connect_bus, provision
 from shared.commands import ReleaseCommand, release_decoder
 from shared.events import TimelineEvent, decode_event
-from shared.records import AppRecord, AppSpec, DeployRecord, StatusChange
+from shared.records import (
+    AppRecord,
+    AppSpec,
+    DeployRecord,
+    ReleaseRecord,
+    SecretsPin,
+    StatusChange,
+    release_key,
+)
 from shared.settings import CommonSettings, WatcherSettings
 
 from .waiting import wait_for
@@ -151,6 +159,7 @@ class Harness:
     bus: Bus
     apps: TypedKV[AppRecord]
     deploys: TypedKV[DeployRecord]
+    releases: TypedKV[ReleaseRecord]
     nomad: nomad.Nomad
     watchers: list[WatcherApp] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -224,6 +233,15 @@ class Harness:
             release=release, history=[StatusChange(status=status, time=now())], **kw,
         ))
 
+    async def seed_release(self, release: int, deploy_id: str,
+                           secrets: SecretsPin | None = None) -> None:
+        """The release record as the scheduler writes it (the watcher reads its secrets pin)."""
+        await self.releases.create(release_key(self.app, release), ReleaseRecord(
+            app=self.app, version=release, kind="deploy", description="", created_by="test",
+            deploy_id=deploy_id, image=f"registry.local/{self.app}@sha256:{release:064d}",
+            digest=f"sha256:{release:064d}", secrets=secrets,
+        ))
+
     def register(self, deploy_id: str, release: int, **kw: Any) -> dict[str, Any]:
         job = job_spec(self.app, deploy_id, release, **kw)
         return dict(self.nomad.job.register_job(self.app, {"Job": job}))
@@ -274,6 +292,19 @@ class Harness:
                 out.append((msg.subject, msg.data or b""))
         return out
 
+    async def everything_published(self) -> bytes:
+        """Every stored message of the test's NATS the watcher writes to: the timeline,
+        the commands, and every kept revision of the app, deploy and watcher records, as
+        raw bytes: what a search for a leaked value has to look through."""
+        stored = [
+            *await self._stored(subjects.STREAM_EVENTS, f"{subjects.EVENTS_ROOT}.{self.app}."),
+            *await self._stored(subjects.STREAM_RELEASE_WORK,
+                                subjects.release_work_subject(self.app)),
+        ]
+        for bucket in (subjects.KV_APPS, subjects.KV_DEPLOYS, subjects.KV_WATCHER):
+            stored += await self._stored(f"KV_{bucket}", f"$KV.{bucket}.")
+        return b"\n".join(data for _, data in stored)
+
     async def events(self, type_: str | None = None) -> list[TimelineEvent]:
         stored = await self._stored(subjects.STREAM_EVENTS, f"{subjects.EVENTS_ROOT}.{self.app}.")
         events = [decode_event(data) for _, data in stored]
@@ -303,6 +334,7 @@ async def harness(nats_url: str, nomad_addr: str) -> AsyncIterator[Harness]:
         nats_url=nats_url, nomad_addr=nomad_addr, app=app, bus=bus,
         apps=TypedKV(await bus.js.key_value(subjects.KV_APPS), AppRecord),
         deploys=TypedKV(await bus.js.key_value(subjects.KV_DEPLOYS), DeployRecord),
+        releases=TypedKV(await bus.js.key_value(subjects.KV_RELEASES), ReleaseRecord),
         nomad=nomad.Nomad(address=nomad_addr, timeout=5),
     )
     try:
