@@ -60,6 +60,10 @@ from shared.tasks import capped_backoff
 log = get_logger(__name__)
 
 QUEUE_FAILED = "could not queue the deploy: NATS was unavailable"
+# Written by the re-drive sweep (services/api/redrive.py) on a deploy whose request died
+# before queueing it and was never retried: no client was told it was accepted.
+ORPHANED = ("the api stopped before queueing this deploy, and no client was told it was "
+            "accepted; deploy again")
 # A claim with no deploy record yet belongs to a request still running, unless older.
 STALE_CLAIM = timedelta(seconds=10)
 # Re-publishing a queued command (or its deploy.accepted) is only safe while JetStream
@@ -217,8 +221,8 @@ class DeployIntake:
                                  "retry shortly")
             return None
         deploy = entry.value
-        if deploy.status == "failed" and deploy.reason == QUEUE_FAILED:
-            return None
+        if deploy.status == "failed" and deploy.reason in (QUEUE_FAILED, ORPHANED):
+            return None  # never accepted: the retry is a new deploy
         if age >= REPUBLISH_WINDOW:
             return deploy
         if deploy.status == "pending" and earlier.command:

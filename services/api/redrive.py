@@ -19,6 +19,15 @@ interval, with its command on the record (`build_request`):
 So the builder never sees two messages for one deploy: step 1 only re-queues when there
 is none. Not here: builds stuck in `building` (the builder's redelivery covers those)
 and release commands (the scheduler's own sweep covers submitted deploys).
+
+Orphans: a request that died between writing its deploy record and writing the app
+record (crash point `after_deploy_record`) leaves a `pending` deploy that no app names
+and nothing queued. Its client got no answer; a retry with the same Idempotency-Key
+finishes it (intake's replay) while JetStream still dedupes the command's msg id. Past
+that window (`orphan_after_s`, REPUBLISH_WINDOW by default) nothing can finish it any
+more, so the sweep ends it `failed` (ORPHANED: the reason says to deploy again), after
+checking that no app names it and no work message for its app is queued. No
+`deploy.finished` is published: it was never accepted, like a deploy that got a 503.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from datetime import datetime, timedelta
 import nats.errors
 from prometheus_client import Counter
 
+from services.api.intake import ORPHANED, REPUBLISH_WINDOW
 from shared import subjects as s
 from shared.bus.connection import UNAVAILABLE, Bus
 from shared.bus.kv import Entry, TypedKV
@@ -37,12 +47,14 @@ from shared.commands import encode_command
 from shared.errors import BackendUnavailable, ShamanError
 from shared.events.base import now
 from shared.logging import get_logger
-from shared.records import AppRecord, DeployRecord
+from shared.records import AppRecord, DeployRecord, transition
 
 log = get_logger(__name__)
 
 REDRIVEN = Counter("shaman_api_redriven_builds_total",
                    "Source deploys whose lost build message the api queued again")
+ORPHANS = Counter("shaman_api_orphaned_deploys_total",
+                  "Deploys whose request died before queueing them, ended failed")
 
 
 class BuildRedrive:
@@ -52,11 +64,17 @@ class BuildRedrive:
         apps: TypedKV[AppRecord],
         deploys: TypedKV[DeployRecord],
         interval_s: float,
+        orphan_after_s: float = REPUBLISH_WINDOW.total_seconds(),
     ) -> None:
         self.bus = bus
         self.apps = apps
         self.deploys = deploys
         self.interval = timedelta(seconds=interval_s)
+        self.orphan_after = timedelta(seconds=orphan_after_s)
+        # Orphans are rare and only due after orphan_after, and finding them reads every
+        # deploy record: a quarter of that period between scans is soon enough.
+        self.orphan_scan_every = max(self.interval, self.orphan_after / 4)
+        self._orphans_scanned_at: datetime | None = None
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Sweep every interval until `stopping` is set; failures wait for the next round."""
@@ -85,7 +103,46 @@ class BuildRedrive:
                 except (ShamanError, nats.errors.Error, *UNAVAILABLE) as exc:
                     log.warning("re-drive of a deploy failed; next round will retry",
                                 app=entry.value.app, deploy_id=entry.key, error=repr(exc))
+        if (self._orphans_scanned_at is None
+                or now() - self._orphans_scanned_at >= self.orphan_scan_every):
+            self._orphans_scanned_at = now()
+            await self.end_orphans()
         return redriven
+
+    async def end_orphans(self) -> list[str]:
+        """End `failed` the deploys a dead request left behind (module docstring)."""
+        cutoff = now() - self.orphan_after
+        old_pending = [e.value for e in await self.deploys.values()
+                       if e.value.status == "pending" and e.value.created_at <= cutoff]
+        ended: list[str] = []
+        apps: dict[str, AppRecord | None] = {}
+        for deploy in old_pending:
+            if deploy.app not in apps:
+                entry = await self.apps.get(deploy.app)
+                apps[deploy.app] = entry.value if entry is not None else None
+            app = apps[deploy.app]
+            if app is not None and deploy.id in (app.latest_deploy_id, app.active_deploy_id,
+                                                 *app.recent_deploys):
+                continue  # accepted: it waits in a queue, or the other sweeps cover it
+            work = (s.build_work_subject(deploy.app) if deploy.build_request is not None
+                    else s.release_work_subject(deploy.app))
+            stream = (s.STREAM_BUILD_WORK if deploy.build_request is not None
+                      else s.STREAM_RELEASE_WORK)
+            if await self._queued_on(stream, work):
+                continue
+
+            def orphaned(record: DeployRecord) -> DeployRecord | None:
+                if record.status != "pending" or record.created_at > cutoff:
+                    return None
+                return record if transition(record, "failed", ORPHANED) else None
+
+            if await self.deploys.mutate(deploy.id, orphaned) is not None:
+                ORPHANS.inc()
+                ended.append(deploy.id)
+                log.warning("deploy ended: its request died before queueing it",
+                            app=deploy.app, deploy_id=deploy.id,
+                            created_at=deploy.created_at.isoformat())
+        return ended
 
     async def redrive(self, entry: Entry[DeployRecord], cutoff: datetime) -> bool:
         deploy = entry.value
@@ -106,11 +163,13 @@ class BuildRedrive:
 
     async def _queued(self, app: str) -> bool:
         """Whether SHAMAN_BUILD_WORK holds any message for `app` (queued or in flight)."""
-        subject = s.build_work_subject(app)
+        return await self._queued_on(s.STREAM_BUILD_WORK, s.build_work_subject(app))
+
+    async def _queued_on(self, stream: str, subject: str) -> bool:
         try:
-            info = await self.bus.js.stream_info(s.STREAM_BUILD_WORK, subjects_filter=subject)
+            info = await self.bus.js.stream_info(stream, subjects_filter=subject)
         except UNAVAILABLE as exc:
-            raise BackendUnavailable("nats", f"reading the build queue failed: {exc!r}") \
+            raise BackendUnavailable("nats", f"reading the {stream} queue failed: {exc!r}") \
                 from exc
         return bool((info.state.subjects or {}).get(subject))
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.api.crashpoints import Crashpoints
+from services.api.intake import ORPHANED
+from services.api.redrive import BuildRedrive
 from shared.commands import build_decoder
 from tests.integration.api.conftest import Api
 from tests.integration.api.helpers import uniq
@@ -134,3 +136,37 @@ async def test_a_retry_after_the_publish_announces_the_deploy_once(api: Api) -> 
     assert await _listed(api, app) == [died]
     assert len(await work_of(api, app)) == 1  # the same msg id: stored once
     assert await _accepted(api, app, died) == 1
+
+
+async def test_a_died_request_never_retried_is_ended_failed_and_a_late_retry_is_new(
+    api: Api,
+) -> None:
+    app, other = uniq(), uniq()
+    await api.create_app(app)
+    await api.create_app(other)
+    async with api.http.post(f"/v1/apps/{other}/deploys", json={"image": "r.example.com/b:1"}
+                             ) as resp:
+        accepted = (await resp.json())["id"]  # pending and queued: not an orphan
+    body = {"image": "r.example.com/a:1"}
+    died = await _dies_at(api, "after_deploy_record", app, body, "k-4")
+
+    ctx = api.service.ctx
+    # orphan_after_s=0 stands for "the replay window has passed".
+    sweeper = BuildRedrive(ctx.bus, ctx.apps, ctx.deploys, 0.001, orphan_after_s=0)
+    ended = await sweeper.end_orphans()
+    assert died in ended and accepted not in ended
+    record = await ctx.deploys.get(died)
+    assert record is not None
+    assert (record.value.status, record.value.reason) == ("failed", ORPHANED)
+    accepted_record = await ctx.deploys.get(accepted)
+    assert accepted_record is not None and accepted_record.value.status == "pending"
+    assert died not in await sweeper.end_orphans()  # once
+    assert await work_of(api, app) == []  # nothing was queued for it
+
+    async with api.http.post(f"/v1/apps/{app}/deploys", json=body,
+                             headers={"Idempotency-Key": "k-4"}) as resp:
+        assert resp.status == 202, await resp.text()
+        retried = (await resp.json())["id"]
+    assert retried != died
+    queued = [build_decoder.decode(m[2]).deploy_id for m in await work_of(api, app)]
+    assert queued == [retried]
