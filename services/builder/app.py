@@ -13,6 +13,7 @@ Not here: what a build does (pipeline), how outcomes are recorded (worker).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -101,8 +102,10 @@ async def create_app(settings: BuilderSettings) -> AsyncIterator[BuilderApp]:
         retention = ImageRetention(settings.registry, registry, apps, releases, deploys,
                                    settings.keep_releases)
 
-        # Working containers left by a builder that died here before (SIGKILL mid-build).
+        # Working containers and source checkouts left by a builder that died here before
+        # (SIGKILL mid-build). The storage is this copy's own, so nothing in it is live.
         await pipeline.remove_working_containers()
+        await asyncio.to_thread(worker.remove_leftover_workdirs)
 
         consumer = WorkConsumer(
             bus, consumer_spec(settings), worker.handle,

@@ -100,6 +100,18 @@ class BuildWorker:
         self.workroot = Path(settings.builder_storage) / "work"
         self._running = 0
 
+    def remove_leftover_workdirs(self) -> list[str]:
+        """Delete the working directories of builds a killed process left (startup only:
+        each builder copy has storage of its own, so none of them is in use)."""
+        if not self.workroot.is_dir():
+            return []
+        removed = sorted(p.name for p in self.workroot.iterdir())
+        for name in removed:
+            shutil.rmtree(self.workroot / name, ignore_errors=True)
+        if removed:
+            log.info("removed leftover build directories", count=len(removed))
+        return removed
+
     # -- the handler ------------------------------------------------------------------
 
     async def handle(self, delivery: Delivery) -> None:

@@ -86,10 +86,15 @@ async def test_killed_at_a_crash_point_the_next_copy_releases_once_and_the_log_i
         released = await platform.release_commands(app)
         assert len(released) == (0 if point == "after_build_recorded" else 1)
         assert await queued_builds(platform.bus, app) == 1  # not acked
+        workroot = tmp_path / "storage" / "work"
+        assert [p.name for p in workroot.iterdir()] == [f"{deploy_id}-1"]  # left behind
 
-        async with builder():  # the next copy gets the redelivery after the ack wait
+        # The killed copy restarted (its own storage): it gets the redelivery after the
+        # ack wait, and first clears what it left.
+        async with builder(builder_storage=str(tmp_path / "storage")):
             await wait_for(lambda: platform.release_commands(app), 20, what="DeployImage")
             await wait_for(lambda: _none_left(platform.bus, app), 20, what="the ack")
+        assert list(workroot.iterdir()) == []
         releases = await platform.release_commands(app)
         assert [(r.deploy_id, r.digest) for r in releases] == [(deploy_id, record.digest)]
         assert [e.attempt for e in timeline.of(BuildStarted)] == [1]  # not built again
