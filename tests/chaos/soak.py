@@ -45,6 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from devstack.components.base import ComponentError
+from services.api.crashpoints import KNOWN as API_CRASHPOINTS
+from services.builder.crashpoints import KNOWN as BUILDER_CRASHPOINTS
+from services.scheduler.crashpoints import KNOWN as SCHEDULER_CRASHPOINTS
 from tests.chaos.history import Op
 from tests.chaos.invariants import Verdict
 from tests.chaos.stack import ChaosStack
@@ -146,7 +149,9 @@ class Soak:
         w = self.world
         services = ("api", "builder", "scheduler", "watcher")
         crashpoints = {
-            "scheduler": ("after_release_created", "after_app_updated", "after_nomad_register"),
+            "api": tuple(sorted(API_CRASHPOINTS)),
+            "builder": tuple(sorted(BUILDER_CRASHPOINTS)),
+            "scheduler": tuple(sorted(SCHEDULER_CRASHPOINTS)),
             "watcher": ("after_healthy", "after_outcome", "after_rollback_command"),
         }
         menu = ("kill-service", "kill-nats", "pause-service", "crashpoint", "nomad-5xx",
