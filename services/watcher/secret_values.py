@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import asyncio
 
-import hvac.exceptions as hvac_exc
-import requests
-
 from services.watcher import metrics
 from services.watcher.redact import SHAPES_ONLY, VALUES_UNKNOWN, Redactor
 from shared.bus import TypedKV
@@ -40,6 +37,8 @@ class SecretValueReader(VaultClient):
     of one pinned version. It lives with the watcher, its only user, so that no other
     service gains a way to read values back (the port's rule: values go in, not out)."""
 
+    metric_operations = ("read_secret_version",)
+
     @classmethod
     def for_watcher(cls, settings: WatcherSettings) -> SecretValueReader | None:
         """None without VAULT_TOKEN: every app with secrets then has its output withheld."""
@@ -56,17 +55,16 @@ class SecretValueReader(VaultClient):
         op = f"read {self.mount}/data/{path} version {version}"
 
         def read() -> dict[str, str]:
-            try:
-                body = self._client.secrets.kv.v2.read_secret_version(
+            # Through the port's _call: counted in shaman_vault_requests_total, and its
+            # errors raised without the library exception (which holds the response, and
+            # with it the values) as context.
+            body = self._call(
+                "read_secret_version", op, [],
+                lambda: self._client.secrets.kv.v2.read_secret_version(
                     path=path, version=version, mount_point=self.mount,
-                    raise_on_deleted_version=False)
-            except (hvac_exc.VaultError, requests.RequestException) as exc:
-                error = self._map_error(exc, op, [])
-            else:
-                return _values(body, op)
-            # Raised outside the except block, as the port does: the library exception
-            # (which holds the response, and with it the values) is not kept as context.
-            raise error
+                    raise_on_deleted_version=False),
+            )
+            return _values(body, op)
 
         return await asyncio.to_thread(read)
 

@@ -16,6 +16,11 @@ ack is no proof of being the only processor (reliability.md §1).
 
 Messages that run out of deliveries without a decision (the process died on
 each try) are caught through the MAX_DELIVERIES advisory and dead-lettered too.
+
+Every message this process dead-letters counts once in `shaman_dead_letters_total`
+(shared.bus.metrics), by stream, durable and reason; a dead-letter copy the stream's
+dedupe window drops (another copy, or an earlier try of this one, stored it already)
+does not count again.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from shared.bus import metrics
 from shared.bus.connection import UNAVAILABLE, Bus
 from shared.errors import PermanentError, TemporaryError
 from shared.logging import get_logger
@@ -106,7 +112,9 @@ class WorkConsumer:
         self._tasks = BackgroundTasks(f"consumer:{spec.durable}")
         self._psub: JetStreamContext.PullSubscription | None = None
         self.handled = 0
+        # Dead-letter decisions of this consumer (the metric counts stored copies instead).
         self.dead_lettered = 0
+        metrics.declare_consumer(spec.stream, spec.durable)
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -221,11 +229,16 @@ class WorkConsumer:
         except asyncio.CancelledError:
             raise
         except (PermanentError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await self._dead_letter(delivery, _reason(exc))
+            kind: metrics.DeadLetterReason = (
+                "permanent_error" if isinstance(exc, PermanentError) else "undecodable"
+            )
+            await self._dead_letter(delivery, _reason(exc), kind)
         except Exception as exc:
             if delivery.last_attempt:
                 await self._dead_letter(
-                    delivery, f"gave up after {delivery.num_delivered} deliveries: {_reason(exc)}"
+                    delivery,
+                    f"gave up after {delivery.num_delivered} deliveries: {_reason(exc)}",
+                    "max_deliveries",
                 )
             else:
                 delay = self._retry_delay(delivery.num_delivered)
@@ -252,7 +265,9 @@ class WorkConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+    async def _dead_letter(
+        self, delivery: Delivery, reason: str, kind: metrics.DeadLetterReason
+    ) -> None:
         self.dead_lettered += 1
         log.error("message dead-lettered", durable=self.spec.durable, subject=delivery.subject,
                   stream_seq=delivery.stream_seq, reason=reason)
@@ -262,12 +277,13 @@ class WorkConsumer:
             "Shaman-Reason": reason[:1000],
             "Shaman-Deliveries": str(delivery.num_delivered),
         }
-        await self.bus.publish(
+        ack = await self.bus.publish(
             dead_letter_subject(self.spec.stream, self.spec.durable),
             delivery.data,
             msg_id=f"dlq:{self.spec.stream}:{delivery.stream_seq}",
             headers=headers,
         )
+        self._count(kind, duplicate=bool(ack.duplicate))
         if self.on_dead_letter is not None:
             try:
                 await self.on_dead_letter(delivery.data, reason, delivery.headers)
@@ -291,12 +307,13 @@ class WorkConsumer:
             "Shaman-Original-Seq": str(seq),
             "Shaman-Reason": reason,
         }
-        await self.bus.publish(
+        ack = await self.bus.publish(
             dead_letter_subject(self.spec.stream, self.spec.durable),
             raw.data or b"",
             msg_id=f"dlq:{self.spec.stream}:{seq}",
             headers=headers,
         )
+        self._count("max_deliveries_advisory", duplicate=bool(ack.duplicate))
         if self.on_dead_letter is not None:
             try:
                 await self.on_dead_letter(raw.data or b"", reason, dict(raw.headers or {}))
@@ -305,6 +322,16 @@ class WorkConsumer:
         with contextlib.suppress(Exception):
             await self.bus.js.delete_msg(self.spec.stream, seq)
         self.dead_lettered += 1
+
+    def _count(self, kind: metrics.DeadLetterReason, *, duplicate: bool) -> None:
+        # Counted once the dead-letter copy is stored (a publish that fails raises before
+        # this, and the message is redelivered). A duplicate means the copy was stored
+        # already, by another copy of the service or by an earlier try of this one that
+        # died before its term: counting it again would count one message twice.
+        if duplicate:
+            log.info("dead letter already stored", durable=self.spec.durable, reason=kind)
+            return
+        metrics.count_dead_letter(self.spec.stream, self.spec.durable, kind)
 
 
 def _reason(exc: BaseException) -> str:

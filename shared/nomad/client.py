@@ -7,6 +7,9 @@ shared.errors (see shared.nomad.errors for the rules): a lost EnforceIndex is a
 `ConflictError`, a 404 is None / [] for reads, an invalid job is a `PermanentError` with
 Nomad's text, anything transient is a `TemporaryError`.
 
+Every HTTP call is counted and timed by operation (the method's name) and outcome in
+shared.nomad.metrics (`shaman_nomad_requests_total`, `shaman_nomad_request_seconds`).
+
 Reads are idempotent, so they are retried here (capped exponential backoff with jitter,
 via tenacity) before a `TemporaryError` escapes. Writes are never retried here: only the
 caller knows whether repeating one is safe (a register with EnforceIndex is; a
@@ -25,6 +28,7 @@ no `index`/`wait` support; the watcher gets change notifications from the event 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar, cast
@@ -44,7 +48,9 @@ from tenacity import (
 
 from shared.errors import NotFoundError, ShamanError, TemporaryError
 from shared.logging import get_logger
+from shared.nomad import metrics
 from shared.nomad.errors import map_nomad_exception
+from shared.nomad.metrics import Operation
 from shared.tasks import capped_backoff
 
 __all__ = ["JSON", "NomadClient", "NomadSettingsLike", "ReadRetry", "secret_value"]
@@ -157,6 +163,7 @@ class NomadClient:
             session=self._session,
         )
         self._service = _Service(**self._nomad.requester_settings)
+        metrics.declare()
 
     @classmethod
     def from_settings(
@@ -190,13 +197,34 @@ class NomadClient:
 
     # -- plumbing ------------------------------------------------------------------
 
-    async def _once(self, op: str, fn: Callable[[], T]) -> T:
-        try:
-            return await asyncio.to_thread(fn)
-        except (nomad_exc.BaseNomadException, requests.RequestException, ValueError) as exc:
-            raise map_nomad_exception(exc, op) from exc
+    # `operation` is the metric label (the public method's name); `op` is the text for
+    # errors and logs, which may name the job.
 
-    async def _read(self, op: str, fn: Callable[[], T]) -> T:
+    async def _once(self, operation: Operation, op: str, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(self._call, operation, op, fn)
+
+    def _call(self, operation: Operation, op: str, fn: Callable[[], T]) -> T:
+        """One HTTP call, in the worker thread: timed there (the wait for a free thread is
+        not Nomad's time), counted by outcome, its failure mapped to shared.errors. A call
+        whose caller was cancelled still ends here, so it is counted with its real outcome."""
+        started = time.perf_counter()
+        try:
+            result = fn()
+        except (nomad_exc.BaseNomadException, requests.RequestException, ValueError) as exc:
+            error = map_nomad_exception(exc, op)
+            # Nomad answered when python-nomad kept a response, or when a 2xx body did not
+            # parse (ValueError); otherwise the request got no answer at all.
+            answered = isinstance(getattr(exc, "nomad_resp", None), requests.Response) or (
+                isinstance(exc, ValueError)
+            )
+            outcome = metrics.outcome_of(error, answered=answered)
+            metrics.observe(operation, outcome, time.perf_counter() - started)
+            raise error from exc
+        # Any other exception is a bug here, not an answer of Nomad's: not counted.
+        metrics.observe(operation, "ok", time.perf_counter() - started)
+        return result
+
+    async def _read(self, operation: Operation, op: str, fn: Callable[[], T]) -> T:
         policy = self.read_retry
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TemporaryError),
@@ -207,36 +235,39 @@ class NomadClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._once(op, fn)
+                return await self._once(operation, op, fn)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _read_or_none(self, op: str, fn: Callable[[], T]) -> T | None:
+    async def _read_or_none(self, operation: Operation, op: str, fn: Callable[[], T]) -> T | None:
         try:
-            return await self._read(op, fn)
+            return await self._read(operation, op, fn)
         except NotFoundError:
             return None
 
-    async def _write(self, op: str, fn: Callable[[], T]) -> T:
-        return await self._once(op, fn)
+    async def _write(self, operation: Operation, op: str, fn: Callable[[], T]) -> T:
+        return await self._once(operation, op, fn)
 
     # -- jobs ----------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> JSON | None:
         """The full job, or None when Nomad has no job with this ID (a stopped job is returned)."""
         return await self._read_or_none(
-            f"read job {job_id}", lambda: cast(JSON, self._nomad.job.get_job(job_id))
+            "get_job", f"read job {job_id}", lambda: cast(JSON, self._nomad.job.get_job(job_id))
         )
 
     async def list_jobs(self, prefix: str = "") -> list[JSON]:
         """Job stubs whose ID starts with `prefix`."""
         return await self._read(
-            "list jobs", lambda: cast(list[JSON], self._nomad.jobs.get_jobs(prefix=prefix or None))
+            "list_jobs",
+            "list jobs",
+            lambda: cast(list[JSON], self._nomad.jobs.get_jobs(prefix=prefix or None)),
         )
 
     async def plan_job(self, job_id: str, job: JSON) -> JSON:
         """Dry-run `job` (with diff). The answer's `JobModifyIndex` is the index to register
         against with EnforceIndex; `Diff.Type` is `None` when nothing would change."""
         return await self._read(
+            "plan_job",
             f"plan job {job_id}",
             lambda: cast(JSON, self._nomad.job.plan_job(job_id, {"Job": job}, diff=True)),
         )
@@ -251,7 +282,7 @@ class NomadClient:
             )
             return cast(JSON, resp.json())
 
-        body = await self._read(f"validate job {job.get('ID', '?')}", call)
+        body = await self._read("validate_job", f"validate job {job.get('ID', '?')}", call)
         errors = list(body.get("ValidationErrors") or [])
         if body.get("Error") and not errors:
             errors.append(str(body["Error"]))
@@ -269,12 +300,15 @@ class NomadClient:
             body["EnforceIndex"] = True
             body["JobModifyIndex"] = enforce_index
         return await self._write(
-            f"register job {job_id}", lambda: cast(JSON, self._nomad.job.register_job(job_id, body))
+            "register_job",
+            f"register job {job_id}",
+            lambda: cast(JSON, self._nomad.job.register_job(job_id, body)),
         )
 
     async def deregister_job(self, job_id: str, *, purge: bool = False) -> JSON:
         """Stop the job (and purge it from Nomad's state when `purge`)."""
         return await self._write(
+            "deregister_job",
             f"deregister job {job_id}",
             lambda: cast(JSON, self._nomad.job.deregister_job(job_id, purge=purge or None)),
         )
@@ -288,12 +322,15 @@ class NomadClient:
                 return cast(list[JSON], body.get("Versions") or [])
             return cast(list[JSON], body or [])
 
-        return await self._read_or_none(f"read versions of job {job_id}", call) or []
+        return (
+            await self._read_or_none("get_versions", f"read versions of job {job_id}", call) or []
+        )
 
     async def get_job_allocations(self, job_id: str, *, include_all: bool = False) -> list[JSON]:
         """Allocation stubs of the job ([] when the job does not exist)."""
         return (
             await self._read_or_none(
+                "get_job_allocations",
                 f"list allocations of job {job_id}",
                 lambda: cast(
                     list[JSON],
@@ -308,6 +345,7 @@ class NomadClient:
     async def get_latest_deployment(self, job_id: str) -> JSON | None:
         """The job's most recent deployment, or None (no job, or never deployed)."""
         return await self._read_or_none(
+            "get_latest_deployment",
             f"read latest deployment of job {job_id}",
             lambda: cast(JSON | None, self._nomad.job.get_deployment(job_id)),
         )
@@ -316,6 +354,7 @@ class NomadClient:
         """All deployments of the job, newest first ([] when none)."""
         return (
             await self._read_or_none(
+                "get_job_deployments",
                 f"list deployments of job {job_id}",
                 lambda: cast(list[JSON], self._nomad.job.get_deployments(job_id)),
             )
@@ -325,12 +364,14 @@ class NomadClient:
     async def list_deployments(self, prefix: str = "") -> list[JSON]:
         """Every deployment in the namespace (ID prefix filter: an even number of hex chars)."""
         return await self._read(
+            "list_deployments",
             "list deployments",
             lambda: cast(list[JSON], self._nomad.deployments.get_deployments(prefix=prefix)),
         )
 
     async def get_deployment(self, deployment_id: str) -> JSON | None:
         return await self._read_or_none(
+            "get_deployment",
             f"read deployment {deployment_id}",
             lambda: cast(JSON, self._nomad.deployment.get_deployment(deployment_id)),
         )
@@ -338,6 +379,7 @@ class NomadClient:
     async def get_deployment_allocations(self, deployment_id: str) -> list[JSON]:
         return (
             await self._read_or_none(
+                "get_deployment_allocations",
                 f"list allocations of deployment {deployment_id}",
                 lambda: cast(
                     list[JSON], self._nomad.deployment.get_deployment_allocations(deployment_id)
@@ -349,6 +391,7 @@ class NomadClient:
     async def fail_deployment(self, deployment_id: str) -> JSON:
         """Mark a running deployment failed (Nomad stops placing its allocations)."""
         return await self._write(
+            "fail_deployment",
             f"fail deployment {deployment_id}",
             lambda: cast(JSON, self._nomad.deployment.fail_deployment(deployment_id)),
         )
@@ -357,10 +400,12 @@ class NomadClient:
         """Promote the canaries of all task groups (or only `groups`)."""
         if groups is None:
             return await self._write(
+                "promote_deployment",
                 f"promote deployment {deployment_id}",
                 lambda: cast(JSON, self._nomad.deployment.promote_deployment_all(deployment_id)),
             )
         return await self._write(
+            "promote_deployment",
             f"promote deployment {deployment_id}",
             lambda: cast(
                 JSON, self._nomad.deployment.promote_deployment_groups(deployment_id, groups)
@@ -371,6 +416,7 @@ class NomadClient:
 
     async def get_allocation(self, alloc_id: str) -> JSON | None:
         return await self._read_or_none(
+            "get_allocation",
             f"read allocation {alloc_id}",
             lambda: cast(JSON, self._nomad.allocation.get_allocation(alloc_id)),
         )
@@ -385,7 +431,12 @@ class NomadClient:
             resp = self._nomad.allocation.request(alloc_id, "checks", method="get")
             return cast(dict[str, JSON], resp.json() or {})
 
-        return await self._read_or_none(f"read checks of allocation {alloc_id}", call) or {}
+        return (
+            await self._read_or_none(
+                "get_allocation_checks", f"read checks of allocation {alloc_id}", call
+            )
+            or {}
+        )
 
     async def read_task_log(
         self,
@@ -408,7 +459,9 @@ class NomadClient:
                 ),
             )
 
-        text = await self._read_or_none(f"read {type} of task {task} in {alloc_id}", call)
+        text = await self._read_or_none(
+            "read_task_log", f"read {type} of task {task} in {alloc_id}", call
+        )
         return text or ""
 
     async def get_service(self, name: str) -> list[JSON]:
@@ -418,17 +471,21 @@ class NomadClient:
             resp = self._service.request(name, params={"namespace": self.namespace}, method="get")
             return cast(list[JSON], resp.json() or [])
 
-        return await self._read_or_none(f"read service {name}", call) or []
+        return await self._read_or_none("get_service", f"read service {name}", call) or []
 
     async def status_leader(self) -> str:
         """The RPC address of the cluster leader ("" means no leader): a cheap liveness probe."""
         return await self._read(
-            "read leader", lambda: cast(str, self._nomad.status.leader.get_leader())
+            "status_leader",
+            "read leader",
+            lambda: cast(str, self._nomad.status.leader.get_leader()),
         )
 
     async def ping(self) -> bool:
         """For /healthz: True when Nomad answers and knows a leader. Never raises."""
         try:
-            return bool(await self._once("read leader", self._nomad.status.leader.get_leader))
+            return bool(
+                await self._once("ping", "read leader", self._nomad.status.leader.get_leader)
+            )
         except ShamanError:
             return False

@@ -15,6 +15,9 @@ two concurrent writers never lose each other's keys; a lost CAS is retried a few
 with a fresh read, then surfaces as ConflictError. Writing values equal to the stored
 ones creates no new version (an idempotent retry makes no new release).
 
+Every HTTP call to Vault is counted and timed by operation and outcome in
+shared.vault.metrics (`shaman_vault_requests_total`, `shaman_vault_request_seconds`).
+
 Not here: Vault policies, auth methods, workload-identity setup (devstack and operators
 own those) or reading values for anyone.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypedDict, TypeVar
@@ -42,6 +46,7 @@ from shared.errors import (
 )
 from shared.logging import get_logger
 from shared.tasks import capped_backoff
+from shared.vault import metrics
 
 __all__ = ["APP_PREFIX", "SecretMetadata", "SecretsWrite", "VaultClient", "VaultSettingsLike"]
 
@@ -108,6 +113,15 @@ class VaultClient:
     connection. `token` is used for requests and is not stored anywhere else.
     """
 
+    # The operations this client makes: their series exist at 0 from its construction. A
+    # subclass that makes other calls names its own.
+    metric_operations: tuple[metrics.Operation, ...] = (
+        "read_secret",
+        "write_secret",
+        "set_max_versions",
+        "health",
+    )
+
     def __init__(
         self,
         addr: str,
@@ -129,6 +143,7 @@ class VaultClient:
         self.max_versions = max_versions
         self.cas_attempts = cas_attempts
         self._client = hvac.Client(url=self.addr, token=token, timeout=timeout_s, verify=verify)
+        metrics.declare(self.metric_operations)
 
     @classmethod
     def from_settings(cls, settings: VaultSettingsLike) -> VaultClient:
@@ -243,10 +258,18 @@ class VaultClient:
         """For /healthz: Vault answers, is initialised and unsealed. Never raises."""
 
         def probe() -> bool:
+            started = time.perf_counter()
             try:
                 result = self._client.sys.read_health_status(method="GET", standby_ok=True)
-            except (hvac_exc.VaultError, requests.RequestException):
+            except (hvac_exc.VaultError, requests.RequestException) as exc:
+                metrics.observe("health", metrics.outcome_of(exc), time.perf_counter() - started)
                 return False
+            # sys/health answers a sealed or uninitialised Vault with a 5xx, which hvac
+            # returns (as a Response) rather than raises.
+            status = result.status_code if isinstance(result, requests.Response) else 200
+            metrics.observe(
+                "health", metrics.outcome_for_status(status), time.perf_counter() - started
+            )
             if isinstance(result, dict):
                 return bool(result.get("initialized")) and not result.get("sealed", True)
             return False
@@ -272,6 +295,7 @@ class VaultClient:
         op = f"read {self.mount}/data/{path}"
         try:
             body = self._call(
+                "read_secret",
                 op,
                 scrub,
                 lambda: self._client.secrets.kv.v2.read_secret_version(
@@ -291,6 +315,7 @@ class VaultClient:
     def _cas_write(self, path: str, data: dict[str, str], cas: int, scrub: list[str]) -> int:
         op = f"write {self.mount}/data/{path}"
         body = self._call(
+            "write_secret",
             op,
             scrub,
             lambda: self._client.secrets.kv.v2.create_or_update_secret(
@@ -300,6 +325,7 @@ class VaultClient:
         version = int(((body or {}).get("data") or {}).get("version") or 0)
         if cas == 0 and self.max_versions:
             self._call(
+                "set_max_versions",
                 f"set max_versions on {self.mount}/metadata/{path}",
                 [],
                 lambda: self._client.secrets.kv.v2.update_metadata(
@@ -308,9 +334,13 @@ class VaultClient:
             )
         return version
 
-    def _call(self, op: str, scrub: list[str], fn: Callable[[], Any]) -> Any:
+    def _call(
+        self, operation: metrics.Operation, op: str, scrub: list[str], fn: Callable[[], Any]
+    ) -> Any:
+        # `operation` is the metric label; `op` is the text for errors (it names the path).
         try:
-            return fn()
+            with metrics.track(operation):
+                return fn()
         except (hvac_exc.VaultError, requests.RequestException) as exc:
             error = self._map_error(exc, op, scrub)
         # Raised outside the except block on purpose: the library exception (which holds

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from devstack.ports import free_port
 from shared.errors import ConflictError, PermanentError
 from shared.nomad import Envelope, NomadClient, NomadEventStream, ReadRetry
+from shared.nomad.metrics import OPERATIONS
 
 LOCALNOMAD = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "shaman-localnomad"
 
@@ -262,3 +264,69 @@ async def test_validate_deployments_allocations_and_terminal_deployment_errors(
     assert isinstance(await nomad.read_task_log(alloc["ID"], "web"), str)
     assert isinstance(await nomad.get_allocation_checks(alloc["ID"]), dict)
     await nomad.deregister_job(job_id, purge=True)
+
+
+def _calls(operation: str, outcome: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "shaman_nomad_requests_total", {"operation": operation, "outcome": outcome}
+    )
+
+
+def _timed(operation: str) -> float:
+    return REGISTRY.get_sample_value(
+        "shaman_nomad_request_seconds_count", {"operation": operation}
+    ) or 0.0
+
+
+async def test_calls_are_counted_by_operation_and_outcome(
+    nomad: NomadClient, job_id: str
+) -> None:
+    # The client creates its series at 0: a first failure is an increase too.
+    assert _calls("get_job", "not_found") is not None
+    before = {
+        key: _calls(*key) or 0.0
+        for key in (
+            ("get_job", "not_found"),
+            ("get_job", "ok"),
+            ("register_job", "ok"),
+            ("register_job", "conflict"),
+            ("register_job", "client_error"),
+            ("deregister_job", "ok"),
+        )
+    }
+    timed_before = _timed("get_job")
+
+    assert await nomad.get_job(job_id) is None
+    assert _calls("get_job", "not_found") == before["get_job", "not_found"] + 1
+    assert _timed("get_job") == timed_before + 1
+
+    await nomad.register_job(_job(job_id), enforce_index=0)
+    with pytest.raises(ConflictError):
+        await nomad.register_job(_job(job_id), enforce_index=0)
+    invalid = _job(job_id)
+    invalid["TaskGroups"][0]["Tasks"][0]["Driver"] = ""
+    with pytest.raises(PermanentError):
+        await nomad.register_job(invalid, enforce_index=None)
+    assert await nomad.get_job(job_id) is not None
+    await nomad.deregister_job(job_id, purge=True)
+
+    after = {key: _calls(*key) for key in before}
+    assert after == {
+        ("get_job", "not_found"): before["get_job", "not_found"] + 1,
+        ("get_job", "ok"): before["get_job", "ok"] + 1,
+        ("register_job", "ok"): before["register_job", "ok"] + 1,
+        ("register_job", "conflict"): before["register_job", "conflict"] + 1,
+        ("register_job", "client_error"): before["register_job", "client_error"] + 1,
+        ("deregister_job", "ok"): before["deregister_job", "ok"] + 1,
+    }
+    # Labels are the fixed operation names: the job id never becomes one.
+    samples = [
+        sample
+        for metric in REGISTRY.collect()
+        if metric.name in ("shaman_nomad_requests", "shaman_nomad_request_seconds")
+        for sample in metric.samples
+    ]
+    assert samples
+    assert {sample.labels["operation"] for sample in samples} <= set(OPERATIONS)
+    assert not any(job_id in str(sample.labels) for sample in samples)
+

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from devstack.ports import free_port
@@ -254,3 +255,76 @@ async def test_no_secret_value_in_any_raised_exception_or_log(bao_addr: str, app
     assert any(
         e["event"] == "secrets written" and e["secret_names"] == ["DB_PASSWORD"] for e in logs
     )
+
+
+def _calls(operation: str, outcome: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "shaman_vault_requests_total", {"operation": operation, "outcome": outcome}
+    )
+
+
+async def test_calls_are_counted_by_operation_and_outcome(bao_addr: str, app: str) -> None:
+    ok = VaultClient(bao_addr, ROOT_TOKEN)
+    denied = VaultClient(bao_addr, "not-a-valid-token")
+    unreachable = VaultClient(f"http://127.0.0.1:{free_port()}", ROOT_TOKEN, timeout_s=2)
+    # The client creates its series at 0: a first failure is an increase too.
+    assert _calls("read_secret", "client_error") is not None
+    counted = [
+        ("read_secret", "ok"),
+        ("read_secret", "not_found"),
+        ("read_secret", "client_error"),
+        ("read_secret", "unavailable"),
+        ("write_secret", "ok"),
+        ("write_secret", "conflict"),
+        ("set_max_versions", "ok"),
+        ("health", "ok"),
+    ]
+    before = {key: _calls(*key) or 0.0 for key in counted}
+    timed_before = REGISTRY.get_sample_value(
+        "shaman_vault_request_seconds_count", {"operation": "read_secret"}
+    ) or 0.0
+
+    assert await ok.secret_metadata(app) == {"version": 0, "keys": []}  # read: not found
+    await ok.write_secrets(app, {"A": "1"})  # read: not found, write, set max_versions
+    assert (await ok.secret_metadata(app))["version"] == 1  # read: ok
+    with pytest.raises(ConflictError):  # a CAS against a version that is not the latest
+        await asyncio.to_thread(ok._cas_write, f"shaman/apps/{app}", {"A": "2"}, 0, [])
+    assert await ok.health() is True
+    with pytest.raises(PermanentError):  # a bad token: 403
+        await denied.secret_metadata(app)
+    with pytest.raises(SecretsUnavailable):
+        await unreachable.secret_metadata(app)
+
+    assert {key: _calls(*key) for key in counted} == {
+        ("read_secret", "ok"): before["read_secret", "ok"] + 1,
+        ("read_secret", "not_found"): before["read_secret", "not_found"] + 2,
+        ("read_secret", "client_error"): before["read_secret", "client_error"] + 1,
+        ("read_secret", "unavailable"): before["read_secret", "unavailable"] + 1,
+        ("write_secret", "ok"): before["write_secret", "ok"] + 1,
+        ("write_secret", "conflict"): before["write_secret", "conflict"] + 1,
+        ("set_max_versions", "ok"): before["set_max_versions", "ok"] + 1,
+        ("health", "ok"): before["health", "ok"] + 1,
+    }
+    timed = REGISTRY.get_sample_value(
+        "shaman_vault_request_seconds_count", {"operation": "read_secret"}
+    )
+    assert timed == timed_before + 5
+    for client in (ok, denied, unreachable):
+        await client.aclose()
+
+
+async def test_the_watchers_pinned_version_read_is_counted_too(bao_addr: str, app: str) -> None:
+    from services.watcher.secret_values import SecretValueReader
+
+    reader = SecretValueReader(bao_addr, ROOT_TOKEN)
+    assert _calls("read_secret_version", "ok") is not None  # created at 0 by the reader
+    ok, missing = _calls("read_secret_version", "ok"), _calls("read_secret_version", "not_found")
+    written = await reader.write_secrets(app, {"A": CANARY})
+    assert await reader.read_version(app, written["version"]) == {"A": CANARY}
+    with pytest.raises(NotFoundError) as info:
+        await reader.read_version(app, written["version"] + 5)
+    assert CANARY not in _all_text(info.value)
+    assert info.value.__context__ is None
+    assert _calls("read_secret_version", "ok") == (ok or 0.0) + 1
+    assert _calls("read_secret_version", "not_found") == (missing or 0.0) + 1
+    await reader.aclose()
