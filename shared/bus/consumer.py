@@ -42,7 +42,7 @@ from shared.bus.connection import UNAVAILABLE, Bus
 from shared.errors import PermanentError, TemporaryError
 from shared.logging import get_logger
 from shared.subjects import dead_letter_subject
-from shared.tasks import BackgroundTasks
+from shared.tasks import BackgroundTasks, raise_if_cancelled
 
 log = get_logger(__name__)
 
@@ -164,6 +164,7 @@ class WorkConsumer:
 
     async def _fetch_loop(self) -> None:
         while not self._stopping.is_set():
+            raise_if_cancelled()
             try:
                 if self._psub is None:
                     self._psub = await self.bus.js.pull_subscribe_bind(
@@ -217,6 +218,7 @@ class WorkConsumer:
     async def _heartbeat(self, delivery: Delivery) -> None:
         interval = max(self.spec.ack_wait_s / 3, 0.1)
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(interval)
             with contextlib.suppress(*UNAVAILABLE):
                 await delivery.in_progress()
