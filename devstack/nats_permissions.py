@@ -116,8 +116,6 @@ ACCESS: Mapping[str, Access] = {
     "watcher": Access(
         what="follows Nomad rollouts, decides outcomes and automatic rollbacks",
         publish=(s.EVENTS_ALL, s.RELEASE_WORK_ALL),
-        # A failed release's secrets pin: which values to blank in its explanation.
-        kv_read=(s.KV_RELEASES,),
         kv_write=(s.KV_APPS, s.KV_DEPLOYS, s.KV_WATCHER),
         provision=Provision.CREATE,
     ),

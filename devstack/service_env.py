@@ -4,8 +4,9 @@ One function, used by `shaman dev up` and by the test fixtures alike, so both la
 services the same way. The variables (and only these) are the contract with `shared.settings`:
 
     NATS_URL, SHAMAN_NATS_USER, SHAMAN_NATS_PASSWORD, NOMAD_ADDR, NOMAD_TOKEN, NOMAD_NAMESPACE,
-    VAULT_ADDR, VAULT_TOKEN, SHAMAN_REGISTRY, SHAMAN_HTTP_ADDR, SHAMAN_LOG_FORMAT, SHAMAN_LOG_LEVEL,
-    SHAMAN_ADMIN_TOKEN (api), SHAMAN_BUILDER_STORAGE and CONTAINERS_CONF (builder)
+    VAULT_ADDR and VAULT_TOKEN (not the watcher), SHAMAN_REGISTRY, SHAMAN_HTTP_ADDR,
+    SHAMAN_LOG_FORMAT, SHAMAN_LOG_LEVEL, SHAMAN_ADMIN_TOKEN (api), SHAMAN_BUILDER_STORAGE
+    and CONTAINERS_CONF (builder)
 
 Each service logs in to NATS as its own user (named after the service), held to the
 permissions devstack/nats_permissions.py gives it.
@@ -41,6 +42,10 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
         "SHAMAN_LOG_FORMAT": "json",
         "SHAMAN_LOG_LEVEL": "info",
     }
+    if service == "watcher":
+        # It reads no secrets, so it gets no Vault token, not even the dev one (least
+        # privilege: a watcher holding it could read every app's values; docs/watcher.md).
+        del env["VAULT_ADDR"], env["VAULT_TOKEN"]
     if service == "api":
         env["SHAMAN_ADMIN_TOKEN"] = config.admin_token()
     if service == "builder":

@@ -162,7 +162,10 @@ class SchedulerSettings(CommonSettings, NomadSettings, VaultSettings):
     registry_timeout_s: float = 5.0
 
 
-class WatcherSettings(CommonSettings, NomadSettings, VaultSettings):
+# No VaultSettings: the watcher holds no Vault token. No platform component may read app
+# secret values (least privilege), so its failure explanations blank credential shapes
+# only (docs/watcher.md).
+class WatcherSettings(CommonSettings, NomadSettings):
     http_addr: str = "127.0.0.1:8083"
     relist_interval_s: float = 30.0
     stream_read_timeout_s: float = 90.0
@@ -175,7 +178,3 @@ class WatcherSettings(CommonSettings, NomadSettings, VaultSettings):
     explain_max_allocs: int = 3  # failed allocations explained per rollout.failed
     log_tail_bytes: int = 4096  # bytes of each task log read for an explanation
     rollback_republish_after_s: float = 30.0  # no rollback deploy by then → publish again
-    # VAULT_ADDR / VAULT_TOKEN / SHAMAN_VAULT_MOUNT: a failed release's pinned secret values
-    # are read to blank them in its explanation (docs/watcher.md; read on the apps' paths).
-    # Without a token, or past this bound, the app's output is left out instead.
-    vault_timeout_s: float = 3.0

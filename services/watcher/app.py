@@ -1,10 +1,7 @@
 """The watcher service's factory: `create_app(settings)` enters its resources in order.
 
 NATS (connect + provision the streams and buckets), the Nomad client (python-nomad off
-the loop), one aiohttp session (event stream, check results), the Vault client that reads
-a failed release's secret values to blank them (none without VAULT_TOKEN; Vault is not
-part of /healthz: without it explanations withhold the app's output, nothing else
-changes), the reconciler, the stream
+the loop), one aiohttp session (event stream, check results), the reconciler, the stream
 follower, the reconcile workers, and /healthz + /metrics. They sit on an AsyncExitStack,
 so leaving the context undoes exactly what started, in reverse: the health endpoint goes
 first, then the watcher stops (stream, timers, in-flight reconciles, checkpoint), then
@@ -29,21 +26,17 @@ from services.watcher.nomad_checks import AllocationChecks
 from services.watcher.notes import DeployNotes
 from services.watcher.outbox import Outbox
 from services.watcher.reconciler import Reconciler
-from services.watcher.secret_values import SecretValueReader, SecretValues
 from services.watcher.stream import TOPICS, StreamFollower
 from services.watcher.watcher import Watcher
 from services.watcher.workqueue import KeyedQueue
 from shared.bus import Bus, TypedKV, connect_bus, provision
-from shared.logging import get_logger
 from shared.nomad import NomadClient
 from shared.nomad.client import secret_value
 from shared.nomad.event_stream import NomadEventStream
-from shared.records import AppRecord, DeployRecord, ReleaseRecord
+from shared.records import AppRecord, DeployRecord
 from shared.service import serve_health
 from shared.settings import WatcherSettings
-from shared.subjects import KV_APPS, KV_DEPLOYS, KV_RELEASES, KV_WATCHER
-
-log = get_logger(__name__)
+from shared.subjects import KV_APPS, KV_DEPLOYS, KV_WATCHER
 
 
 @dataclass
@@ -79,7 +72,6 @@ async def create_app(settings: WatcherSettings) -> AsyncIterator[WatcherApp]:
         await provision(bus.js, settings.stream_replicas)
         apps = TypedKV(await bus.js.key_value(KV_APPS), AppRecord)
         deploys = TypedKV(await bus.js.key_value(KV_DEPLOYS), DeployRecord)
-        releases = TypedKV(await bus.js.key_value(KV_RELEASES), ReleaseRecord)
         watcher_bucket = await bus.js.key_value(KV_WATCHER)
         notes = TypedKV(watcher_bucket, DeployNotes)
         pending = TypedKV(watcher_bucket, str)
@@ -90,12 +82,6 @@ async def create_app(settings: WatcherSettings) -> AsyncIterator[WatcherApp]:
         stack.push_async_callback(nomad.aclose)
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
-        vault = SecretValueReader.for_watcher(settings)
-        if vault is not None:
-            stack.push_async_callback(vault.aclose)
-        else:
-            log.warning("VAULT_TOKEN is not set: failure explanations of apps with secrets "
-                        "will leave the apps' output out")
 
         queue = KeyedQueue()
         reconciler = Reconciler(
@@ -104,7 +90,6 @@ async def create_app(settings: WatcherSettings) -> AsyncIterator[WatcherApp]:
                              namespace=settings.nomad_namespace,
                              timeout_s=settings.nomad_timeout_s),
             apps, deploys, Outbox(bus, notes), pending, policy_from(settings),
-            secret_values=SecretValues(releases, vault, timeout_s=settings.vault_timeout_s),
             explain_max_allocs=settings.explain_max_allocs,
             log_tail_bytes=settings.log_tail_bytes,
             rollback_republish_after_s=settings.rollback_republish_after_s,

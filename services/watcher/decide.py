@@ -41,7 +41,6 @@ from services.watcher.notes import (
     DeployNotes,
     step_finished,
 )
-from services.watcher.redact import TASK_TEXT_LEFT_OUT
 from shared.events.rollout import GroupProgress
 from shared.records import AppRecord, DeployRecord
 
@@ -83,9 +82,7 @@ class FailInNomad:
     """Fail the Nomad deployment now; `trigger` is remembered for the explanation."""
 
     trigger: str  # why the watcher did it: "failed early by Shaman", its own deadline
-    # The evidence, when there is some, for the log line: without Nomad's words, which
-    # can quote the app's secret values (the explanation blanks them; nothing here can).
-    cause: str | None = None
+    cause: str | None = None  # the evidence, when there is some
 
     @property
     def reason(self) -> str:
@@ -298,11 +295,10 @@ def _decide_running(obs: Observation, policy: Policy, actions: list[Action]) -> 
         top = evidence.most_frequent()
         if unfixable is not None:
             actions.append(FailInNomad("no restart can fix this; failed early by Shaman",
-                                       describe_evidence(evidence, TASK_TEXT_LEFT_OUT)))
+                                       describe_evidence(evidence)))
             return Decision(actions)
         if top is not None and top[1] >= max(1, policy.fail_fast_restarts):
-            actions.append(FailInNomad("failed early by Shaman",
-                                       describe_evidence(evidence, TASK_TEXT_LEFT_OUT)))
+            actions.append(FailInNomad("failed early by Shaman", describe_evidence(evidence)))
             return Decision(actions)
 
     if dep.Status == "paused" or "requires manual promotion" in dep.StatusDescription:

@@ -27,8 +27,3 @@ ROLLBACKS = Counter(
 NOMAD_FAILS = Counter(
     "shaman_watcher_deployments_failed_total",
     "Nomad deployments the watcher failed itself", ["why"])
-SECRET_VALUE_READS = Counter(
-    "shaman_watcher_secret_value_reads_total",
-    "Reads of a failed release's secret values for its explanation, by result "
-    "(read, none: no secrets pinned, unavailable: the app's output was withheld)",
-    ["result"])

@@ -12,9 +12,7 @@ does it:
 - the automatic rollback is requested by a CAS on the deploy record's `rollback` field;
   only the writer that set it from None publishes the `Rollback` command (re-driven
   from the notes if that writer died before publishing);
-- a rollback deploy's end settles the deploy it rolled back (`settle_rollback`);
-- a failure's explanation blanks the app's secret values (secret_values.py, read after
-  the rollback command went out); until then the reason names no task text at all.
+- a rollback deploy's end settles the deploy it rolled back (`settle_rollback`).
 
 It returns when to look at the app again (a deadline to watch), or None.
 Not here: the order in which apps are looked at (workqueue.py, watcher.py).
@@ -62,8 +60,6 @@ from services.watcher.notes import (
     step_finished,
 )
 from services.watcher.outbox import Outbox
-from services.watcher.redact import SHAPES_ONLY, TASK_TEXT_LEFT_OUT, Redactor
-from services.watcher.secret_values import SecretValues
 from shared.bus import TypedKV
 from shared.commands import Rollback
 from shared.errors import NotFoundError, PermanentError, ShamanError
@@ -111,7 +107,6 @@ class Reconciler:
         pending: TypedKV[str],
         policy: Policy,
         *,
-        secret_values: SecretValues | None = None,
         explain_max_allocs: int = 3,
         log_tail_bytes: int = 4096,
         rollback_republish_after_s: float = 30.0,
@@ -124,7 +119,6 @@ class Reconciler:
         self.outbox = outbox
         self.pending = pending
         self.policy = policy
-        self.secret_values = secret_values
         self.explain_max_allocs = explain_max_allocs
         self.log_tail_bytes = log_tail_bytes
         self.rollback_republish_after_s = rollback_republish_after_s
@@ -382,10 +376,8 @@ class Reconciler:
 
     async def _explain(
         self, obs: Observation, action: MarkFailed
-    ) -> tuple[list[AllocationFailure], Redactor]:
-        """Explain the worst allocations (task events, failing check, log tail) with the
-        app's secret values blanked; the Redactor is for the reason built from them too.
-        Vault is read beside Nomad, so a slow Vault costs no more than its own bound."""
+    ) -> list[AllocationFailure]:
+        """Explain the worst allocations: task events, failing check, log tail."""
         since = 0
         if action.crash_loop:
             healthy_at = healthy_since(obs.deploy)
@@ -398,7 +390,7 @@ class Reconciler:
         candidates.sort(key=lambda a: a.CreateIndex, reverse=True)
         chosen = candidates[: self.explain_max_allocs]
 
-        async def one(alloc: Allocation) -> tuple[Any, ...]:
+        async def one(alloc: Allocation) -> AllocationFailure:
             failures = task_failures(alloc, since)
             task = failures[-1].task if failures else next(iter(sorted(alloc.tasks)), "app")
             checks, stderr, stdout = await asyncio.gather(
@@ -406,24 +398,9 @@ class Reconciler:
                 self._log(alloc.ID, task, "stderr"),
                 self._log(alloc.ID, task, "stdout"),
             )
-            return alloc, failures, checks, stderr, stdout, task
+            return allocation_failure(alloc, failures, checks, stderr, stdout, task=task)
 
-        deploy = obs.deploy
-        redactor, gathered = await asyncio.gather(
-            self._redactor(deploy.app, deploy.release),
-            asyncio.gather(*(one(a) for a in chosen)),
-        )
-        allocations = [
-            allocation_failure(alloc, failures, checks, stderr, stdout, task=task,
-                               redactor=redactor)
-            for alloc, failures, checks, stderr, stdout, task in gathered
-        ]
-        return allocations, redactor
-
-    async def _redactor(self, app: str, release: int | None) -> Redactor:
-        if self.secret_values is None:
-            return SHAPES_ONLY
-        return await self.secret_values.redactor(app, release)
+        return list(await asyncio.gather(*(one(a) for a in chosen)))
 
     async def _log(self, alloc_id: str, task: str, kind: Any) -> str:
         try:
@@ -437,11 +414,9 @@ class Reconciler:
     async def _mark_failed(self, obs: Observation, action: MarkFailed) -> None:
         """Write `failed` (and the rollback request), send the rollback, then explain.
 
-        The rollback goes out before the explanation is gathered: reading checks, logs
-        and the app's secret values costs a few round trips, and the app should be on its
-        way back meanwhile. So the first reason (written, logged, and sent with the
-        rollback command) names no task text: Nomad's words can quote a secret value that
-        is not known yet. The deploy's reason is refined with the explanation afterwards.
+        The rollback goes out before the explanation is gathered: reading checks and logs
+        costs a few Nomad round trips, and the app should be on its way back meanwhile.
+        The deploy's reason is refined with the explanation afterwards.
         """
         deploy, dep = obs.deploy, obs.deployment
         suffix = ""
@@ -450,8 +425,7 @@ class Reconciler:
             suffix = "; no earlier healthy release to roll back to"
         elif not obs.app.spec.auto_rollback:
             suffix = "; automatic rollback is off for this app"
-        first_reason = failure_reason(
-            action.trigger, action.evidence, [], TASK_TEXT_LEFT_OUT) + suffix
+        first_reason = failure_reason(action.trigger, action.evidence, []) + suffix
         won = False
 
         def to_failed(rec: DeployRecord) -> DeployRecord | None:
@@ -500,9 +474,8 @@ class Reconciler:
         if rolling_back:
             await self._send_rollback_command(current, notes, won=won)
 
-        allocations, redactor = await self._explain(obs, action)
-        reason = failure_reason(action.trigger, action.evidence, allocations, redactor) + suffix
-        del redactor  # the values it holds are needed no longer
+        allocations = await self._explain(obs, action)
+        reason = failure_reason(action.trigger, action.evidence, allocations) + suffix
         if reason != current.reason:
             current = await self._refine_reason(current, first_reason, reason)
         if current.rollback is None:

@@ -31,7 +31,6 @@ Operation = Literal[
     "write_secret",  # KV v2 check-and-set write
     "set_max_versions",  # KV v2 metadata write, once per new app
     "health",  # sys/health, for /healthz
-    "read_secret_version",  # the watcher's read of one pinned version's values
     "read_credential",  # the builder's own credentials (once it is wired in)
 ]
 OPERATIONS: tuple[Operation, ...] = get_args(Operation)

@@ -169,12 +169,15 @@ def test_a_real_nomad_addr_replaces_localnomad(tmp_path: Path) -> None:
 def test_service_env_is_the_settings_contract(tmp_path: Path) -> None:
     config = StackConfig.for_tests(tmp_path / "home")
     common = {
-        "NATS_URL", "NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_NAMESPACE", "VAULT_ADDR", "VAULT_TOKEN",
+        "NATS_URL", "NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_NAMESPACE",
         "SHAMAN_REGISTRY", "SHAMAN_HTTP_ADDR", "SHAMAN_LOG_FORMAT", "SHAMAN_LOG_LEVEL",
         "SHAMAN_NATS_USER", "SHAMAN_NATS_PASSWORD",
     }
-    extra = {"api": {"SHAMAN_ADMIN_TOKEN"},
-             "builder": {"SHAMAN_BUILDER_STORAGE", "CONTAINERS_CONF"}}
+    vault = {"VAULT_ADDR", "VAULT_TOKEN"}
+    # The watcher gets no Vault token: no platform component may read app secret values.
+    extra = {"api": {"SHAMAN_ADMIN_TOKEN"} | vault,
+             "builder": {"SHAMAN_BUILDER_STORAGE", "CONTAINERS_CONF"} | vault,
+             "scheduler": vault}
     for service in SERVICES:
         env = service_env(config, service)
         assert set(env) == common | extra.get(service, set()), service

@@ -312,19 +312,3 @@ async def test_calls_are_counted_by_operation_and_outcome(bao_addr: str, app: st
     for client in (ok, denied, unreachable):
         await client.aclose()
 
-
-async def test_the_watchers_pinned_version_read_is_counted_too(bao_addr: str, app: str) -> None:
-    from services.watcher.secret_values import SecretValueReader
-
-    reader = SecretValueReader(bao_addr, ROOT_TOKEN)
-    assert _calls("read_secret_version", "ok") is not None  # created at 0 by the reader
-    ok, missing = _calls("read_secret_version", "ok"), _calls("read_secret_version", "not_found")
-    written = await reader.write_secrets(app, {"A": CANARY})
-    assert await reader.read_version(app, written["version"]) == {"A": CANARY}
-    with pytest.raises(NotFoundError) as info:
-        await reader.read_version(app, written["version"] + 5)
-    assert CANARY not in _all_text(info.value)
-    assert info.value.__context__ is None
-    assert _calls("read_secret_version", "ok") == (ok or 0.0) + 1
-    assert _calls("read_secret_version", "not_found") == (missing or 0.0) + 1
-    await reader.aclose()

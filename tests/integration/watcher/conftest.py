@@ -43,15 +43,7 @@ from shared import subjects
 from shared.bus import Bus, TypedKV, connect_bus, provision
 from shared.commands import ReleaseCommand, release_decoder
 from shared.events import TimelineEvent, decode_event
-from shared.records import (
-    AppRecord,
-    AppSpec,
-    DeployRecord,
-    ReleaseRecord,
-    SecretsPin,
-    StatusChange,
-    release_key,
-)
+from shared.records import AppRecord, AppSpec, DeployRecord, StatusChange
 from shared.settings import CommonSettings, WatcherSettings
 
 from .waiting import wait_for
@@ -159,7 +151,6 @@ class Harness:
     bus: Bus
     apps: TypedKV[AppRecord]
     deploys: TypedKV[DeployRecord]
-    releases: TypedKV[ReleaseRecord]
     nomad: nomad.Nomad
     watchers: list[WatcherApp] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -231,15 +222,6 @@ class Harness:
             id=deploy_id, app=self.app, kind=kw.pop("kind", "deploy"),
             status=status,  # type: ignore[arg-type]
             release=release, history=[StatusChange(status=status, time=now())], **kw,
-        ))
-
-    async def seed_release(self, release: int, deploy_id: str,
-                           secrets: SecretsPin | None = None) -> None:
-        """The release record as the scheduler writes it (the watcher reads its secrets pin)."""
-        await self.releases.create(release_key(self.app, release), ReleaseRecord(
-            app=self.app, version=release, kind="deploy", description="", created_by="test",
-            deploy_id=deploy_id, image=f"registry.local/{self.app}@sha256:{release:064d}",
-            digest=f"sha256:{release:064d}", secrets=secrets,
         ))
 
     def register(self, deploy_id: str, release: int, **kw: Any) -> dict[str, Any]:
@@ -334,7 +316,6 @@ async def harness(nats_url: str, nomad_addr: str) -> AsyncIterator[Harness]:
         nats_url=nats_url, nomad_addr=nomad_addr, app=app, bus=bus,
         apps=TypedKV(await bus.js.key_value(subjects.KV_APPS), AppRecord),
         deploys=TypedKV(await bus.js.key_value(subjects.KV_DEPLOYS), DeployRecord),
-        releases=TypedKV(await bus.js.key_value(subjects.KV_RELEASES), ReleaseRecord),
         nomad=nomad.Nomad(address=nomad_addr, timeout=5),
     )
     try:

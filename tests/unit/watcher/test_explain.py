@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.watcher.explain import (
+    REDACTED,
     allocation_failure,
+    complete_lines,
     describe_evidence,
     failure_reason,
     log_tail,
@@ -118,3 +120,42 @@ def test_log_tail_scrubs_what_looks_like_a_credential() -> None:
         assert secret not in joined
     assert tail[-1] == "plain line stays"
     assert "port" in tail[1] and "8080" in tail[1]
+
+
+def test_task_events_check_output_and_the_reason_are_scrubbed_too() -> None:
+    # Nomad's words quote the app's (a driver error naming its environment), and a health
+    # check's output is the app's own: both are scrubbed like the log lines.
+    said = "DB_PASSWORD=hunter2-canary rejected; Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x.y"
+    a = alloc([event("Driver Failure", NOW, f"failed to create container: {said}")],
+              healthy=False)
+    checks = [CheckResult(Check="web-http", Status="failure", Output=f"HTTP 500: {said}",
+                          StatusCode=500)]
+    af = allocation_failure(a, task_failures(a), checks)
+    reason = failure_reason("failed early by Shaman", gather_evidence([a]), [af])
+    for text in (repr(af), reason, describe_evidence(gather_evidence([a])) or ""):
+        assert "hunter2-canary" not in text and "eyJhbGciOiJIUzI1NiJ9" not in text
+    blanked = f"DB_PASSWORD={REDACTED} rejected; Authorization: Bearer {REDACTED}"
+    assert reason == (f"task app could not be started by the driver: failed to create "
+                      f"container: {blanked} (failed early by Shaman)")
+    assert af.task_events == [f"Driver Failure: failed to create container: {blanked}"]
+    assert af.check_output == f"HTTP 500: {blanked}"
+
+
+def test_a_credential_is_scrubbed_before_the_line_is_clipped() -> None:
+    # Clipped first, the line would end in "Bearer abcdef…", too short to look like a
+    # token any more: a fragment of it would go out.
+    line = "x" * 285 + " Bearer abcdefghijklmnop"
+    [clipped] = log_tail(line)
+    assert "abcdef" not in clipped
+
+
+def test_a_value_printed_bare_is_not_recognised() -> None:
+    # The watcher does not read the app's secret values (platform components must not be
+    # able to), so a value with no credential-like name around it goes out as printed.
+    assert log_tail("connecting with zq81xk9ab failed") == ["connecting with zq81xk9ab failed"]
+
+
+def test_a_log_read_from_its_end_loses_its_first_line_when_it_may_be_cut() -> None:
+    assert complete_lines("WORD=hunter2 rest\nline 2\n", read_bytes=25) == "line 2\n"
+    assert complete_lines("whole log\nline 2\n", read_bytes=4096) == "whole log\nline 2\n"
+    assert complete_lines("no newline at all", read_bytes=5) == ""
