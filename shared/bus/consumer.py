@@ -46,6 +46,11 @@ from shared.tasks import BackgroundTasks, raise_if_cancelled
 
 log = get_logger(__name__)
 
+# The idle long poll (a stop is noticed at least this often) and the top-up fetch of
+# messages already pending (see WorkConsumer._fetch).
+FETCH_WAIT_S = 1.0
+TOP_UP_WAIT_S = 0.1
+
 
 @dataclass(frozen=True)
 class ConsumerSpec:
@@ -175,7 +180,7 @@ class WorkConsumer:
                 if free <= 0:
                     await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                msgs = await psub.fetch(min(free, self.spec.fetch_batch), timeout=1.0)
+                msgs = await self._fetch(psub, free)
             except nats.errors.TimeoutError:
                 continue
             except (nats.js.errors.NotFoundError, *UNAVAILABLE) as exc:
@@ -197,6 +202,24 @@ class WorkConsumer:
                 task = asyncio.create_task(self._handle(msg), name=f"{self.spec.durable}-handler")
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
+
+    async def _fetch(self, psub: JetStreamContext.PullSubscription, free: int) -> list[Msg]:
+        """One message by long poll, then whatever else is already waiting, in one batch.
+
+        nats-py's fetch of a batch larger than one can hold a message back for hundreds
+        of milliseconds after it arrived (measured here: 2 of 40 lone messages waited
+        100-390 ms with batch 10, none with batch 1), and that lands on every deploy's
+        and rollback's latency. So the idle wait asks for one message; its metadata says
+        how many more the consumer has pending, and only then is a batch fetched (those
+        are available at once, so its short timeout is never waited out).
+        """
+        msgs = await psub.fetch(1, timeout=FETCH_WAIT_S)
+        pending = (msgs[-1].metadata.num_pending or 0) if msgs else 0
+        room = min(free - 1, self.spec.fetch_batch - 1, pending)
+        if room > 0:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                msgs += await psub.fetch(room, timeout=TOP_UP_WAIT_S)
+        return msgs
 
     def _delivery(self, msg: Msg) -> Delivery:
         meta = msg.metadata
