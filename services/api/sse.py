@@ -135,7 +135,14 @@ class _Channel:
         limit = self.hub.max_buffer_bytes
         for client in list(self.clients):
             if client.buffer is None and client.teams is None and client.after_seq < first_seq:
-                client.write(everything, limit)  # the common case: the same bytes for all
+                # The common case, the same bytes for all; inlined (the loop runs once
+                # per client per batch, and every call shows at 1,000 clients).
+                transport = client.transport
+                if (transport.get_write_buffer_size() <= limit and not transport.is_closing()
+                        and not client.closed.is_set()):
+                    transport.write(everything)
+                    continue
+                client.write(everything, limit)  # too slow or gone: SseClient decides
             else:
                 frames = [(seq, frame) for seq, frame, team in batch
                           if seq > client.after_seq and client.sees(team)]
