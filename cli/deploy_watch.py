@@ -41,6 +41,10 @@ STATUS_HINTS = frozenset({
 CONNECT_WAIT_S = 5.0
 
 
+# How long a deploy whose record is terminal waits for its deploy.finished (and the
+# rollout.failed before it) on the timeline.
+FINISH_GRACE_S = 5.0
+
 class DeployView(Protocol):
     def event(self, event: dict[str, Any]) -> None: ...
 
@@ -145,6 +149,7 @@ class DeployWatcher:
         unreachable_since: float | None = None
         finished_status: str | None = None  # from deploy.finished, in case the record lags
         polls_after_finished = 0
+        settled_at: float | None = None  # when the record was first seen terminal
         next_poll = time.monotonic()
         while True:
             now = time.monotonic()
@@ -167,7 +172,13 @@ class DeployWatcher:
                     if is_settled(record):
                         result.settled = True
                         result.exit_code = exit_code_for(record.get("status"))
-                        return result
+                        # The record turns terminal before the timeline has told why
+                        # (rollout.failed, then deploy.finished, follow it): read on until
+                        # deploy.finished, for at most FINISH_GRACE_S.
+                        if finished_status is not None or (settled_at is not None and (
+                                now - settled_at >= FINISH_GRACE_S)):
+                            return result
+                        settled_at = settled_at or now
                     if finished_status is not None:
                         polls_after_finished += 1
                         if polls_after_finished >= 3:
@@ -201,5 +212,7 @@ class DeployWatcher:
             elif kind == "deploy.finished" and event.get("deploy_id") == deploy_id:
                 finished_status = str(event.get("status"))
             self.view.event(event)
+            if settled_at is not None and finished_status is not None:
+                return result
             if kind in STATUS_HINTS:
                 next_poll = time.monotonic()
