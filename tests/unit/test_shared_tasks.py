@@ -8,6 +8,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from shared.tasks import BackgroundTasks, backoff_delay, raise_if_cancelled, spawn
+from tests.unit.scheduler.waiting import wait_for
 
 
 async def _forever(started: asyncio.Event) -> None:
@@ -131,10 +132,15 @@ async def _swallows_one_cancel(turns: list[int], check: bool) -> None:
             swallowed = True  # lost: the loop goes on
 
 
+async def _until_turns(turns: list[int], count: int) -> None:
+    """Wait (with a deadline) until the loop has run `count` turns."""
+    await wait_for(lambda: len(turns) >= count, 5, message=f"{count} turns of the loop")
+
+
 async def test_raise_if_cancelled_ends_a_loop_whose_cancel_was_swallowed() -> None:
     turns: list[int] = []
     task = asyncio.create_task(_swallows_one_cancel(turns, check=True))
-    await asyncio.sleep(0.05)
+    await _until_turns(turns, 3)
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=2)
     assert task in done and task.cancelled()
@@ -144,7 +150,7 @@ async def test_close_cancels_again_a_task_that_lost_its_cancel() -> None:
     turns: list[int] = []
     tasks = BackgroundTasks("t")
     task = tasks.spawn("loop", _swallows_one_cancel(turns, check=False))
-    await asyncio.sleep(0.05)
+    await _until_turns(turns, 3)
     with capture_logs() as logs:
         await tasks.close(timeout_s=5)
     assert task.cancelled()
